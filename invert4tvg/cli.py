@@ -1,0 +1,54 @@
+"""The ``invert4tvg`` command. Each subcommand lives in ``invert4tvg/commands/<name>.py`` and provides
+``add_parser(subparsers)``; heavy imports happen inside the command so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Subcommand modules, in the order `invert4tvg --help` lists them.
+COMMANDS = (
+    "tiny_model",
+    "synth",
+    "data_check",
+    "train",
+    "eval",
+    "report",
+    "demo",
+    "compare",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="invert4tvg",
+        description="RL post-training for temporal video grounding (GRPO + Invert4TVG inversion tasks).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"invert4tvg.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"invert4tvg.commands.{name}":
+                continue  # not part of this build
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

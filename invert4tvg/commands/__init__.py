@@ -1,0 +1,1 @@
+"""Subcommands of the ``invert4tvg`` command line (see ``invert4tvg/cli.py``)."""
