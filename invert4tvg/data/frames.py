@@ -7,6 +7,7 @@ returns: frames plus the timing the processor needs as ``video_metadata``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +50,8 @@ class DecodedVideo:
 
     ``frames`` is ``(T, H, W, 3)`` uint8 with ``T`` even and ``H``, ``W`` multiples of 28. ``timestamps`` are seconds
     from the start of the file. ``range_num_frames`` is how many source frames the decoded range spans (the whole
-    file, or the clip) and ``frame_indices`` index the source stream.
+    file, or the clip) and ``frame_indices`` index the source stream. ``range_start`` is the source index of the
+    range's first frame (``ceil(clip[0] * fps)`` under Qwen's rules; 0 for a whole file).
     """
 
     frames: np.ndarray
@@ -59,10 +61,14 @@ class DecodedVideo:
     range_num_frames: int
     path: str
     clip: tuple[float, float] | None = None
+    range_start: int | None = None
 
     @property
     def range_start_index(self) -> int:
-        return int(round(self.clip[0] * self.source_fps)) if self.clip else 0
+        if self.range_start is not None:
+            return int(self.range_start)
+        # Qwen's rule rounds a clip's start up to the next whole frame (see data/sampling.py::frame_range).
+        return math.ceil(max(self.clip[0], 0.0) * self.source_fps) if self.clip else 0
 
     @property
     def sampled_fps(self) -> float:

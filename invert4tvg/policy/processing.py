@@ -14,9 +14,13 @@ from transformers import BatchFeature, ProcessorMixin
 from invert4tvg.data.frames import DecodedVideo
 
 
-def render_prompt(processor: ProcessorMixin, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+def render_prompt(
+    processor: ProcessorMixin, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+) -> str:
     """Chat-template ``messages`` into prompt text with one ``<|video_pad|>`` placeholder per video."""
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return processor.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def processor_inputs(
@@ -38,5 +42,45 @@ def processor_inputs(
             "do_resize": False,
             "do_sample_frames": False,
         }
+        if hasattr(processor.video_processor, "cap_pixels_per_frame"):
+            kwargs["cap_pixels_per_frame"] = False  # the video pipeline already applied the pixel budget
     processor.tokenizer.padding_side = padding_side
     return processor(text=list(texts), padding=True, return_tensors="pt", **kwargs)
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the vision special tokens, which a completion must never contain (suppressed in generation)."""
+    from invert4tvg.policy.tiny_model import VISION_SPECIAL_TOKENS
+
+    ids = [tokenizer.convert_tokens_to_ids(tok) for tok in VISION_SPECIAL_TOKENS]
+    return sorted({i for i in ids if i is not None and i != tokenizer.unk_token_id})
+
+
+def repeat_inputs(inputs: BatchFeature, counts: Sequence[int]) -> BatchFeature:
+    """Repeat row ``i`` of a processed batch ``counts[i]`` times, video tensors included."""
+    if all(c == 1 for c in counts):
+        return inputs
+    return select_inputs(inputs, [i for i, c in enumerate(counts) for _ in range(c)])
+
+
+def select_inputs(inputs: BatchFeature, index: Sequence[int]) -> BatchFeature:
+    """Rows ``index`` (repeats allowed) of a processed batch, video tensors included.
+
+    Video patches are stored concatenated over videos (``pixel_values_videos`` has ``prod(video_grid_thw[i])`` rows
+    for video ``i``; one video per row here), so they are split per video before selecting.
+    """
+    import torch
+
+    rows = list(index)
+    out = {}
+    for key, value in inputs.items():
+        if key == "pixel_values_videos":
+            per_video = torch.split(value, inputs["video_grid_thw"].prod(-1).tolist())
+            out[key] = torch.cat([per_video[i] for i in rows])
+        elif isinstance(value, torch.Tensor):
+            out[key] = value[rows]
+        elif isinstance(value, list):
+            out[key] = [value[i] for i in rows]
+        else:
+            out[key] = value
+    return BatchFeature(out)

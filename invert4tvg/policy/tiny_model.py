@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import (
     GenerationConfig,
     Qwen2_5_VLConfig,
@@ -79,7 +79,9 @@ def default_corpus() -> list[str]:
     # Answers in the trained format, so "to", ".", digits and the tags become frequent merges.
     for start in range(0, 60):
         end = start + 1 + (start * 7) % 13
-        texts.append(f"<think>The event happens here.</think> <answer>{start}.{start % 10}0 to {end}.50</answer>")
+        texts.append(
+            f"<think>The event happens here.</think> <answer>{start}.{start % 10}0 to {end}.50</answer>"
+        )
     texts += [str(i) for i in range(1000)]
     return texts
 
@@ -208,7 +210,10 @@ def build_tiny_model(
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=config.text_config.bos_token_id,
-        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
+        eos_token_id=[
+            tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        ],
         pad_token_id=tokenizer.pad_token_id,
         do_sample=False,
     )

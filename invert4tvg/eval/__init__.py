@@ -1,0 +1,1 @@
+"""Evaluation: metrics (``metrics``), the evaluation runner, and reports, plots and grounding visualisations."""

@@ -1,0 +1,72 @@
+"""What one GRPO step logs: rewards per task, IoU, format rate, VC/AR/VD accuracy, KL, clipping, lengths,
+throughput and where the time went."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from invert4tvg.grpo.loss import Advantages
+from invert4tvg.grpo.rollouts import Rollouts, VideoFailureBudget
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else None
+
+
+def step_metrics(
+    rollouts: Rollouts,
+    advantages: Advantages,
+    update: dict[str, float],
+    counters: dict[str, int],
+    sampler: Any,
+    video_budget: VideoFailureBudget,
+    elapsed: float,
+    epoch: float,
+    lr: float,
+) -> dict[str, Any]:
+    from rewards import parse_span
+
+    tasks = rollouts.columns["task"]
+    flat = [c for group in rollouts.completions for c in group]
+    rewards = rollouts.rewards.tolist()
+    row: dict[str, Any] = {
+        "epoch": round(epoch, 4),
+        "task": ",".join(sorted(set(tasks))),
+        "reward": _mean(rewards),
+        "reward_std": float(rollouts.rewards[~rollouts.rewards.isnan()].std()) if len(flat) > 1 else 0.0,
+    }
+    for task in sorted(set(tasks)):
+        row[f"reward/{task}"] = _mean([r for r, t in zip(rewards, tasks) if t == task])
+    components = rollouts.components
+    if "format" in components:
+        row["format"] = _mean(components["format"])
+    tvg = [i for i, t in enumerate(tasks) if t == "tvg"]
+    if tvg:
+        row["iou"] = _mean([components["iou"][i] for i in tvg]) if "iou" in components else None
+        failures = sum(parse_span(flat[i].text) is None for i in tvg)
+        counters["parse_failures"] += failures
+        row["parse_fail"] = failures / len(tvg)
+    for task in ("vc", "ar", "vd"):
+        rows = [i for i, t in enumerate(tasks) if t == task]
+        if rows and task in components:
+            row[f"acc/{task}"] = _mean([components[task][i] for i in rows])
+    lengths = [len(c.token_ids) for c in flat]
+    generated = sum(lengths)
+    row.update(
+        {
+            "completion_len": generated / max(len(flat), 1),
+            "truncated_frac": float(rollouts.truncated.float().mean()),
+            "zero_std_groups": advantages.zero_std_groups,
+            "zero_std_frac": advantages.zero_std_groups / max(advantages.num_groups, 1),
+            "tokens_per_s": generated / max(rollouts.timings.get("time/rollout", 0.0), 1e-9),
+            "lr": lr,
+            "bad_videos": len(video_budget.failed),
+            "task_fallbacks": sum(getattr(sampler, "fallbacks", {}).values()),
+            **update,
+            **rollouts.timings,
+            "time/step": elapsed,
+        }
+    )
+    return {k: v for k, v in row.items() if v is not None}

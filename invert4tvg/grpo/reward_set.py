@@ -1,0 +1,59 @@
+"""The rewards a run optimises: TRL's ``reward_funcs`` + ``reward_weights`` over the ``rewards`` registry.
+
+Returns each completion's total (weighted sum; None when no function scored it, as TRL's nansum does) and the
+per-component scores that the trainer logs (format, iou, vc, ar, vd from the ``invert4tvg`` composite, plus one
+entry per other reward function).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import rewards
+
+
+class RewardSet:
+    def __init__(
+        self,
+        names: Sequence[str],
+        weights: Sequence[float] | None = None,
+        composite_options: dict[str, Any] | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        if not names:
+            raise ValueError("reward_funcs is empty: name at least one reward (see `rewards.available()`)")
+        if weights is not None and len(weights) != len(names):
+            raise ValueError(f"reward_weights has {len(weights)} entries for {len(names)} reward_funcs")
+        self.names = list(names)
+        self.weights = [float(w) for w in weights] if weights is not None else [1.0] * len(names)
+        self.funcs = [
+            rewards.build(name, on_error=on_error, **(composite_options or {}))
+            if name == "invert4tvg"
+            else rewards.build(name, on_error=on_error)
+            for name in self.names
+        ]
+
+    def __call__(
+        self, completions: Sequence[Any], **columns: Any
+    ) -> tuple[list[float | None], dict[str, list]]:
+        n = len(completions)
+        totals: list[float | None] = [None] * n
+        components: dict[str, list[float | None]] = {}
+        for name, weight, fn in zip(self.names, self.weights, self.funcs):
+            if isinstance(fn, rewards.Invert4TVGReward):
+                breakdown = fn.score(completions, **columns)
+                scores: list[float | None] = list(breakdown.total)
+                components.update(breakdown.components)
+            else:
+                scores = list(fn(completions, **columns))
+                components[name] = scores
+            for i, score in enumerate(scores):
+                if score is not None:
+                    totals[i] = (totals[i] or 0.0) + weight * float(score)
+        return totals, components
+
+    @property
+    def errors(self) -> int:
+        """Samples scored 0 under ``reward_error_policy: zero``."""
+        return sum(getattr(fn, "errors", 0) for fn in self.funcs)

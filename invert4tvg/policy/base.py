@@ -1,0 +1,174 @@
+"""The policy interface: what the GRPO loop, SFT and evaluation need from a model + its grounding head.
+
+A policy turns task instances into prompts, turns (prompt, completions) into one batch of model inputs that is
+reused, tensor for tensor, by the old-policy, reference and current passes, computes per-token log-probabilities of
+completions, decodes a completion into a segment, and builds supervised examples. The default head
+(:class:`~invert4tvg.policy.text_timestamps.TextTimestampPolicy`) answers "S to E" in text; the warm-start heads of
+../shared/HEADS.md (frame indices, 0/1 frame masks, a ``<LOC>`` head, structural tokens) override the hooks marked
+below: extra special tokens, extra modules saved with the checkpoint, hidden states, their own decode and loss.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import BatchFeature
+
+from invert4tvg.data.frames import DecodedVideo
+from invert4tvg.policy.processing import processor_inputs, render_prompt, select_inputs, vision_token_ids
+from invert4tvg.rollout.base import Completion, RolloutRequest
+
+
+@dataclass
+class SequenceBatch:
+    """Prompt + completion sequences with the exact video tensors the rollout used.
+
+    ``inputs`` holds ``input_ids`` (left-padded prompt, then right-padded completion), ``attention_mask`` and the
+    processor's video tensors; ``completion_mask`` is 1 on completion tokens up to and including EOS.
+    """
+
+    inputs: BatchFeature
+    completion_ids: torch.Tensor  # (B, T)
+    completion_mask: torch.Tensor  # (B, T)
+
+    def __len__(self) -> int:
+        return self.completion_ids.shape[0]
+
+    def select(self, rows: Sequence[int]) -> SequenceBatch:
+        index = list(rows)
+        return SequenceBatch(
+            inputs=select_inputs(self.inputs, index),
+            completion_ids=self.completion_ids[index],
+            completion_mask=self.completion_mask[index],
+        )
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        return SequenceBatch(
+            self.inputs.to(device), self.completion_ids.to(device), self.completion_mask.to(device)
+        )
+
+
+@dataclass
+class SupervisedExample:
+    """One SFT example: a prompt (chat messages) with its video and the target completion text."""
+
+    messages: list[dict[str, Any]]
+    video: DecodedVideo | None
+    target: str
+
+
+class Policy(ABC):
+    """A model, its processor and a grounding head. Subclasses implement the head-specific hooks."""
+
+    #: Extra special tokens the head adds to the tokenizer (their embedding rows must be trainable).
+    extra_special_tokens: tuple[str, ...] = ()
+
+    def __init__(self, model: torch.nn.Module, processor) -> None:
+        self.model = model
+        self.processor = processor
+        self.suppress_ids = torch.tensor(vision_token_ids(processor.tokenizer), dtype=torch.long)
+
+    # -- prompts and rollouts -------------------------------------------------------------------------------
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        return render_prompt(self.processor, messages, add_generation_prompt)
+
+    def rollout_request(
+        self,
+        messages: list[dict[str, Any]],
+        video: DecodedVideo | None,
+        num_samples: int,
+        request_id: str = "",
+    ) -> RolloutRequest:
+        return RolloutRequest(self.render(messages), video, num_samples, request_id)
+
+    def sequence_batch(
+        self, requests: Sequence[RolloutRequest], completions: Sequence[Sequence[Completion]]
+    ) -> SequenceBatch:
+        """Stack every (request, completion) pair into one batch; the video is processed once per request."""
+        videos = [r.video for r in requests if r.video is not None]
+        prompts = processor_inputs(self.processor, [r.prompt for r in requests], videos or None)
+        index = [i for i, group in enumerate(completions) for _ in group]
+        prompts = select_inputs(prompts, index)
+        flat = [c for group in completions for c in group]
+        width = max((len(c.token_ids) for c in flat), default=0) or 1
+        pad = self.processor.tokenizer.pad_token_id
+        completion_ids = torch.full((len(flat), width), pad, dtype=torch.long)
+        completion_mask = torch.zeros((len(flat), width), dtype=torch.long)
+        for row, completion in enumerate(flat):
+            n = len(completion.token_ids)
+            completion_ids[row, :n] = torch.tensor(completion.token_ids, dtype=torch.long)
+            completion_mask[row, :n] = 1
+        inputs = dict(prompts)
+        inputs["input_ids"] = torch.cat([prompts["input_ids"], completion_ids], dim=1)
+        inputs["attention_mask"] = torch.cat([prompts["attention_mask"], completion_mask], dim=1)
+        if "mm_token_type_ids" in prompts:  # completions are text (type 0)
+            inputs["mm_token_type_ids"] = torch.cat(
+                [prompts["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1
+            )
+        return SequenceBatch(BatchFeature(inputs), completion_ids, completion_mask)
+
+    def completion_logprobs(
+        self, model: torch.nn.Module, batch: SequenceBatch, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Per-token log-probabilities (B, T) of the completion tokens under ``model`` (the policy, its old copy or
+        the reference): one forward pass over prompt + completion with the batch's own video tensors.
+
+        Logits are divided by ``temperature`` and vision tokens are excluded, matching the distribution rollouts
+        sample from.
+        """
+        width = batch.completion_ids.shape[1]
+        outputs = model(**batch.inputs, logits_to_keep=width + 1, use_cache=False)
+        logits = outputs.logits[:, :-1, :].float()
+        if temperature not in (0.0, 1.0):
+            logits = logits / temperature
+        if len(self.suppress_ids):
+            logits[..., self.suppress_ids.to(logits.device)] = float("-inf")
+        chosen = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+        return chosen - torch.logsumexp(logits, dim=-1)
+
+    # -- head-specific hooks --------------------------------------------------------------------------------
+    @abstractmethod
+    def decode_segment(self, completion: str, duration: float) -> tuple[float, float] | None:
+        """The segment ``[start, end]`` in seconds a completion answers, or None when it does not parse."""
+
+    @abstractmethod
+    def tvg_target(self, query: str, start: float, end: float, duration: float) -> str:
+        """The supervised completion for a grounding sample (SFT warm start)."""
+
+    def supervised_batch(self, examples: Sequence[SupervisedExample]) -> tuple[BatchFeature, torch.Tensor]:
+        """Model inputs and labels for SFT: loss on the target tokens (and the closing EOS) only."""
+        prompts = [self.render(e.messages) for e in examples]
+        eos = self.processor.tokenizer.eos_token or ""
+        texts = [p + e.target + eos for p, e in zip(prompts, examples)]
+        videos = [e.video for e in examples if e.video is not None]
+        inputs = processor_inputs(self.processor, texts, videos or None, padding_side="right")
+        # Prompt length = its text tokens + the video placeholder expanded to one token per merged patch.
+        merge = self.processor.video_processor.merge_size**2
+        video_tokens = iter((inputs["video_grid_thw"].prod(-1) // merge).tolist() if videos else [])
+        labels = inputs["input_ids"].clone()
+        for row, (prompt, example) in enumerate(zip(prompts, examples)):
+            n = len(self.processor.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            if example.video is not None:
+                n += next(video_tokens) - 1
+            labels[row, :n] = -100
+        labels[inputs["attention_mask"] == 0] = -100
+        return inputs, labels
+
+    def supervised_loss(
+        self, model: torch.nn.Module, inputs: BatchFeature, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Token-level cross-entropy on the labelled positions. Heads with extra modules add their losses here."""
+        return model(**inputs, labels=labels, use_cache=False).loss
+
+    def weights_for_sync(self) -> dict[str, torch.Tensor]:
+        """What a rollout engine holding its own copy needs after an update: the trainable parameters only (the
+        adapters with LoRA, the language model when the vision tower is frozen), detached, on CPU."""
+        return {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def trainable_extra_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules beyond the language model that the head trains and saves (none for text timestamps)."""
+        return {}

@@ -1,0 +1,192 @@
+"""In-process rollouts with transformers ``generate``: batched, left-padded, vision placeholders suppressed.
+
+Used where there is no vLLM (CPU machines, tests, the demo) and inside Ray actors (``backend: ray-hf``). The video of
+a request is processed once and its tensors are repeated for the request's samples, instead of re-running the
+processor per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from invert4tvg.policy.processing import processor_inputs, repeat_inputs, vision_token_ids
+from invert4tvg.rollout.base import (
+    Completion,
+    RolloutEngine,
+    RolloutRequest,
+    SamplingParams,
+    StaleWeightsError,
+)
+
+
+class _SampledTokenLogprobs(LogitsProcessor):
+    """Records log-probabilities of the sampled tokens without keeping every step's scores.
+
+    It runs after the temperature warper and before top-k/top-p, so the recorded values are log-probs under the
+    temperature-scaled model distribution, which is what the trainer's log-prob pass computes. At step ``t`` it sees
+    the token sampled at ``t - 1`` (the last input id) and reads its log-prob from the distribution kept from ``t - 1``.
+    """
+
+    def __init__(self) -> None:
+        self.previous: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, last_tokens[:, None]).squeeze(1))
+        return torch.stack(self.steps, dim=1) if self.steps else torch.zeros(len(last_tokens), 0)
+
+
+class HFEngine(RolloutEngine):
+    """Generates with a transformers model.
+
+    ``shares_model=True`` (the in-process default) means the engine generates with the trainer's own module, so a
+    weight sync only advances the version. Otherwise ``update_weights`` loads the given tensors into its own copy.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor,
+        max_batch_sequences: int = 64,
+        shares_model: bool = True,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.max_batch_sequences = max_batch_sequences
+        self.shares_model = shares_model
+        self.policy_version = 0
+        tokenizer = processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.suppress_ids = vision_token_ids(tokenizer)
+
+    def update_weights(self, weights: Mapping[str, torch.Tensor] | None, version: int) -> None:
+        if version < self.policy_version:
+            raise StaleWeightsError(
+                f"asked to serve policy version {version}, already at {self.policy_version}"
+            )
+        if weights is not None and not self.shares_model:
+            missing = [name for name in weights if name not in dict(self.model.named_parameters())]
+            if missing:
+                raise KeyError(f"update_weights: unknown parameters {missing[:5]} (of {len(missing)})")
+            self.model.load_state_dict(dict(weights), strict=False)
+        self.policy_version = version
+
+    @torch.no_grad()
+    def generate(
+        self, requests: Sequence[RolloutRequest], sampling: SamplingParams
+    ) -> list[list[Completion]]:
+        results: list[list[Completion]] = []
+        for chunk in _chunks(requests, self.max_batch_sequences):
+            results.extend(self._generate_chunk(chunk, sampling))
+        return results
+
+    def _generate_chunk(
+        self, requests: Sequence[RolloutRequest], sampling: SamplingParams
+    ) -> list[list[Completion]]:
+        videos = [r.video for r in requests if r.video is not None]
+        if videos and len(videos) != len(requests):
+            raise ValueError("a generate call mixes requests with and without video; split them")
+        inputs = processor_inputs(self.processor, [r.prompt for r in requests], videos or None)
+        inputs = repeat_inputs(inputs, [r.num_samples for r in requests])
+        device = next(self.model.parameters()).device
+        inputs = inputs.to(device)
+        recorder = _SampledTokenLogprobs()
+        greedy = sampling.temperature == 0
+        processors = LogitsProcessorList()
+        if not greedy and sampling.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(sampling.temperature))
+        processors.append(recorder)
+        if not greedy and sampling.top_k > 0:
+            processors.append(TopKLogitsWarper(sampling.top_k))
+        if not greedy and sampling.top_p < 1.0:
+            processors.append(TopPLogitsWarper(sampling.top_p))
+        generator_state = None
+        if sampling.seed is not None:
+            generator_state = torch.random.get_rng_state()
+            torch.manual_seed(sampling.seed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            # Every sampling knob is explicit: released Qwen2.5-VL generation configs carry top_k=1, top_p=0.001 and
+            # repetition_penalty=1.05, which would otherwise leak into rollouts that the trainer scores without them.
+            knobs = {"temperature": 1.0, "top_p": 1.0, "top_k": 0} if not greedy else {}
+            output = self.model.generate(
+                **inputs,
+                do_sample=not greedy,
+                **knobs,
+                repetition_penalty=1.0,
+                max_new_tokens=sampling.max_tokens,
+                logits_processor=processors,
+                suppress_tokens=self.suppress_ids,
+                eos_token_id=self.eos_ids,
+                pad_token_id=self.pad_id,
+                use_cache=True,
+            )
+        finally:
+            self.model.train(was_training)
+            if generator_state is not None:
+                torch.random.set_rng_state(generator_state)
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].cpu()
+        logprobs = recorder.finish(new_tokens[:, -1].to(device)).cpu() if new_tokens.shape[1] else None
+        completions = [self._completion(new_tokens[i], logprobs, i) for i in range(new_tokens.shape[0])]
+        grouped, start = [], 0
+        for request in requests:
+            group = completions[start : start + request.num_samples]
+            for c in group:
+                c.request_id = request.request_id
+            grouped.append(group)
+            start += request.num_samples
+        return grouped
+
+    def _completion(self, tokens: torch.Tensor, logprobs: torch.Tensor | None, row: int) -> Completion:
+        ids = tokens.tolist()
+        length, finish = len(ids), "length"
+        for pos, token in enumerate(ids):
+            if token in self.eos_ids:
+                length, finish = pos + 1, "stop"
+                break
+        ids = ids[:length]
+        lps = logprobs[row, :length].tolist() if logprobs is not None else []
+        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        return Completion(
+            token_ids=ids, text=text, logprobs=lps, finish_reason=finish, policy_version=self.policy_version
+        )
+
+
+def _eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def _chunks(requests: Sequence[RolloutRequest], max_sequences: int) -> list[Sequence[RolloutRequest]]:
+    """Split requests into generate calls of at most ``max_sequences`` sequences (a request is never split)."""
+    chunks, current, size = [], [], 0
+    for request in requests:
+        if current and size + request.num_samples > max_sequences:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(request)
+        size += request.num_samples
+    if current:
+        chunks.append(current)
+    return chunks

@@ -1,0 +1,171 @@
+"""Supervised warm start through the policy interface: grounding answers and the paper's Invert-SFT.
+
+A TVG example asks the grounding prompt about the whole video and targets the head's answer (for text timestamps
+``<think>...</think> <answer>S to E</answer>``). An Invert-SFT example (Invert4TVG appendix D) feeds the ground-truth
+clip with the video-description prompt and targets the query itself. Each head supplies its own targets and loss, so
+the same loop warm-starts every head.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from invert4tvg.config import SFTArguments
+from invert4tvg.data.records import GroundingRecord
+from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
+from invert4tvg.grpo import checkpoint as ckpt
+from invert4tvg.grpo.optim import build_optimizer
+from invert4tvg.grpo.rollouts import VideoFailureBudget
+from invert4tvg.grpo.stream import BatchStream
+from invert4tvg.policy.base import Policy, SupervisedExample
+from invert4tvg.runs import MetricsLog
+from invert4tvg.tasks import TaskInstance
+
+logger = logging.getLogger(__name__)
+
+INVERT_THINK = "The clip shows what happens in this event."
+
+
+def supervised_example(
+    policy: Policy, record: GroundingRecord, instance: TaskInstance, video
+) -> SupervisedExample:
+    """The SFT target for an instance: the grounding answer for ``tvg``, the query for an inversion prompt."""
+    if instance.task == "tvg":
+        target = policy.tvg_target(record.query, record.start, record.end, record.duration)
+    else:
+        target = policy.answer_target(record.query.strip(), INVERT_THINK)
+    return SupervisedExample(messages=instance.messages, video=video, target=target)
+
+
+class SFTTrainer:
+    def __init__(
+        self,
+        policy: Policy,
+        records: Sequence[GroundingRecord],
+        build_instance: Callable[[GroundingRecord, str], TaskInstance],
+        args: SFTArguments,
+        accelerator,
+        frame_cache: FrameCache | None = None,
+        max_bad_video_fraction: float = 0.05,
+    ) -> None:
+        self.policy = policy
+        self.build_instance = build_instance
+        self.args = args
+        self.accelerator = accelerator
+        self.frame_cache = frame_cache
+        self.run_dir = Path(args.output_dir)
+        self.stream = BatchStream(
+            records,
+            args.per_device_train_batch_size,
+            args.seed,
+            accelerator.num_processes,
+            accelerator.process_index,
+        )
+        self.total_steps = (
+            args.max_steps
+            if args.max_steps > 0
+            else math.ceil(args.num_train_epochs * self.stream.steps_per_epoch)
+        )
+        self.rng = random.Random(args.seed)
+        self.video_budget = VideoFailureBudget(max_bad_video_fraction)
+        optimizer, scheduler = build_optimizer(policy.model, args, self.total_steps)
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
+        self.log = MetricsLog(self.run_dir, accelerator, accelerator.is_main_process)
+        self.step = 0
+
+    def _examples(self, records: Sequence[GroundingRecord]) -> list[SupervisedExample]:
+        examples, failures = [], {}
+        for record in records:
+            task = "vd" if self.rng.random() < self.args.invert_sft_fraction else "tvg"
+            instance = self.build_instance(record, task)
+            try:
+                video = decode_video(instance.video, self.frame_cache)
+            except VideoDecodeError as err:
+                failures[instance.video.path] = str(err)
+                continue
+            examples.append(supervised_example(self.policy, record, instance, video))
+        self.video_budget.record(len(examples), failures)
+        return examples
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream.state_dict(),
+            "rng": self.rng.getstate(),
+            "video_budget": self.video_budget.state_dict(),
+            "total_steps": self.total_steps,
+        }
+
+    def resume(self, resume: str) -> None:
+        path = ckpt.find_checkpoint(self.run_dir, resume)
+        state = ckpt.load_checkpoint(path, self.accelerator, self.model, self.optimizer, self.scheduler)
+        self.step = state["step"]
+        self.stream.load_state_dict(state["stream"])
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.video_budget.load_state_dict(state["video_budget"])
+        self.log.truncate_after(self.step)
+
+    def train(self) -> list[dict[str, Any]]:
+        if self.args.resume:
+            self.resume(self.args.resume)
+        history = []
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="SFT",
+            disable=not self.accelerator.is_main_process,
+        )
+        self.model.train()
+        while self.step < self.total_steps:
+            t0 = time.perf_counter()
+            examples = self._examples(self.stream.next_batch())
+            self.step += 1
+            bar.update(1)
+            if not examples:
+                continue
+            inputs, labels = self.policy.supervised_batch(examples)
+            inputs, labels = inputs.to(self.accelerator.device), labels.to(self.accelerator.device)
+            loss = self.policy.supervised_loss(self.model, inputs, labels)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite SFT loss at step {self.step}; lower the learning rate")
+            self.accelerator.backward(loss)
+            if self.args.max_grad_norm:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            row = {
+                "epoch": round(self.stream.epoch_progress, 4),
+                "loss": loss.item(),
+                "lr": self.scheduler.get_last_lr()[0],
+                "target_tokens": int((labels != -100).sum()),
+                "bad_videos": len(self.video_budget.failed),
+                "time/step": time.perf_counter() - t0,
+            }
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            if self.step % max(self.args.logging_steps, 1) == 0 or self.step == self.total_steps:
+                self.log.log(row, self.step)
+            history.append(row)
+            if self.args.save_steps and self.step % self.args.save_steps == 0:
+                ckpt.save_checkpoint(
+                    self.run_dir,
+                    self.step,
+                    self.accelerator,
+                    self.model,
+                    self.policy.processor,
+                    self.optimizer,
+                    self.scheduler,
+                    self.trainer_state(),
+                    self.args.save_total_limit,
+                )
+        bar.close()
+        return history
