@@ -44,7 +44,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 compare: $(STAMP)
-	$(VENV)/bin/invert4tvg compare --out runs/compare --report docs/results
+	$(VENV)/bin/invert4tvg compare --out runs/compare --report docs/results/compare
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from invert4tvg.config import DataArguments, GRPOArguments, TaskArguments
+from invert4tvg.config import DataArguments, GRPOArguments, ModelArguments, TaskArguments
 from invert4tvg.data.cache import FrameCache
 from invert4tvg.data.formats import load_records
 from invert4tvg.data.records import GroundingRecord
@@ -88,10 +89,69 @@ def build_rewards(args: GRPOArguments) -> RewardSet:
     return RewardSet(args.reward_funcs, args.reward_weights, composite, on_error=args.reward_error_policy)
 
 
-def build_engine(backend: str, policy: Policy, max_batch_sequences: int = 64, **options) -> RolloutEngine:
-    """The rollout engine named by ``backend`` (hf | ray-hf | vllm | ray-vllm)."""
+def build_engine(
+    backend: str,
+    policy: Policy,
+    max_batch_sequences: int = 64,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    model_args: ModelArguments | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> RolloutEngine:
+    """The rollout engine named by ``backend`` (docs/rollouts.md):
+
+    - ``hf``: transformers ``generate`` on the trainer's own model (no copy, no weight transfer);
+    - ``vllm``: a vLLM engine in this process, on this GPU (``options`` go to :class:`VLLMEngine`);
+    - ``ray-hf`` / ``ray-vllm``: ``workers`` Ray actors, each hosting one of those with its own model copy.
+      ``options``: ``cpus_per_worker``, ``gpus_per_worker`` (default 0 for ray-hf, 1 for ray-vllm),
+      ``placement_strategy`` (PACK | SPREAD), ``max_retries``, ``max_restarts``, ``generate_timeout_s``,
+      ``vllm_options`` (ray-vllm).
+
+    Engines with their own copy are rebuilt from ``model_args`` (the trainer's ``ModelArguments``: same
+    checkpoint, LoRA configuration and parameter names) and start from the policy's current trainable weights.
+    """
     if backend == "hf":
         from invert4tvg.rollout.hf import HFEngine
 
+        if options:
+            raise TypeError(f"backend hf takes no options, got {sorted(options)}")
         return HFEngine(policy.model, policy.processor, max_batch_sequences=max_batch_sequences)
-    raise ValueError(f"rollout backend {backend!r} is not available in this build; use 'hf'")
+    if backend not in ("vllm", "ray-hf", "ray-vllm"):
+        raise ValueError(f"unknown rollout backend {backend!r}; use hf, vllm, ray-hf or ray-vllm")
+    if model_args is None:
+        raise ValueError(
+            f"backend {backend} builds its own copy of the model and needs model_args (the run's ModelArguments)"
+        )
+    if backend == "vllm":
+        from invert4tvg.rollout.vllm_engine import VLLMEngine
+
+        engine: RolloutEngine = VLLMEngine(
+            model_args, max_batch_sequences=max_batch_sequences, seed=seed, **options
+        )
+        engine.update_weights(policy.weights_for_sync(), 0)
+        return engine
+
+    from invert4tvg.rollout.ray_pool import RayEnginePool
+    from invert4tvg.rollout.worker import EngineSpec
+
+    inner = backend.removeprefix("ray-")
+    vllm_options = dict(options.pop("vllm_options", None) or {})
+    if inner == "vllm":
+        vllm_options.setdefault("seed", seed)
+    spec = EngineSpec(
+        model=model_args,
+        backend=inner,
+        max_batch_sequences=max_batch_sequences,
+        vllm_options=vllm_options,
+    )
+    options.setdefault("gpus_per_worker", 1 if inner == "vllm" else 0)
+    return RayEnginePool(
+        spec,
+        workers,
+        initial_weights=policy.weights_for_sync(),
+        ray_address=ray_address,
+        seed=seed,
+        **options,
+    )

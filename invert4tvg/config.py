@@ -129,6 +129,11 @@ class TrainingArguments:
         default=16, metadata={"help": "Sequences per forward/backward micro-batch."}
     )
 
+    def __post_init__(self) -> None:
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to]
+        self.report_to = [r for r in self.report_to if r != "none"]  # transformers' "none" = no tracker
+
 
 @dataclass
 class GRPOArguments(TrainingArguments):
@@ -144,6 +149,7 @@ class GRPOArguments(TrainingArguments):
     scale_rewards: str = "group"
     num_iterations: int = 1
     importance_sampling_level: str = "token"
+    use_bias_correction_kl: bool = True
     mask_truncated_completions: bool = False
     reward_funcs: list[str] = field(default_factory=lambda: ["invert4tvg"])
     reward_weights: list[float] | None = None

@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.rollout_batch_sequences,
         workers=args.rollout_workers,
         ray_address=args.ray_address,
+        model_args=model_args,
+        seed=args.seed,
     )
     cache = frame_cache(data_args)
     eval_options = dict(
@@ -98,37 +100,36 @@ def main(argv: list[str] | None = None) -> dict:
             if metrics[k] is not None
         }
 
-    trainer = GRPOTrainer(
-        policy=policy,
-        engine=engine,
-        score=build_rewards(args),
-        sampler=sampler,
-        build_instances=build_instances,
-        records=train_records,
-        args=args,
-        accelerator=accelerator,
-        frame_cache=cache,
-        max_bad_video_fraction=data_args.max_bad_video_fraction,
-        evaluate=validate if val_records else None,
-    )
-    trainer.train()
+    with engine:  # stops rollout workers (Ray) however the run ends
+        trainer = GRPOTrainer(
+            policy=policy,
+            engine=engine,
+            score=build_rewards(args),
+            sampler=sampler,
+            build_instances=build_instances,
+            records=train_records,
+            args=args,
+            accelerator=accelerator,
+            frame_cache=cache,
+            max_bad_video_fraction=data_args.max_bad_video_fraction,
+            evaluate=validate if val_records else None,
+        )
+        trainer.train()
 
-    final = accelerator.unwrap_model(trainer.model)
-    results = {}
-    if accelerator.is_main_process:
-        final.save_pretrained(f"{args.output_dir}/final")
-        policy.processor.save_pretrained(f"{args.output_dir}/final")
-        if test_records:
-            results = evaluate(
-                policy,
-                engine,
-                test_records,
-                f"{args.output_dir}/eval",
-                metadata={**metadata, "split": "test"},
-                **{**eval_options, "progress": True},
-            )
+        results = {}
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(trainer.model).save_pretrained(f"{args.output_dir}/final")
+            policy.processor.save_pretrained(f"{args.output_dir}/final")
+            if test_records:
+                results = evaluate(
+                    policy,
+                    engine,
+                    test_records,
+                    f"{args.output_dir}/eval",
+                    metadata={**metadata, "split": "test"},
+                    **{**eval_options, "progress": True},
+                )
     accelerator.end_training()
-    engine.close()
     return results
 
 

@@ -126,21 +126,17 @@ def load_checkpoint(
 
 
 def load_weights(model: torch.nn.Module, model_dir: Path) -> None:
-    """Load a ``save_pretrained`` directory into an existing (possibly LoRA-wrapped) model."""
+    """Load a ``save_pretrained`` directory into an existing (possibly LoRA-wrapped) model.
+
+    Full weights go through ``from_pretrained``, which knows the on-disk key layout of each transformers version,
+    and are then copied in place, so optimizer and accelerate references to the parameters stay valid.
+    """
     from peft import PeftModel, set_peft_model_state_dict
     from safetensors.torch import load_file
 
     if isinstance(model, PeftModel):
         set_peft_model_state_dict(model, load_file(model_dir / "adapter_model.safetensors"))
         return
-    state: dict[str, torch.Tensor] = {}
-    for file in sorted(model_dir.glob("*.safetensors")):
-        state.update(load_file(file))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or {})
-    missing = [k for k in missing if k not in tied]
-    if missing or unexpected:
-        raise RuntimeError(
-            f"checkpoint {model_dir} does not match the model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
+    dtype = next(model.parameters()).dtype
+    saved = type(model).from_pretrained(model_dir, dtype=dtype)
+    model.load_state_dict(saved.state_dict(), strict=True)

@@ -74,6 +74,9 @@ class LossConfig:
     epsilon_high: float | None = None
     importance_sampling_level: str = "token"
     max_completion_length: int = 256
+    # TRL's default: weight the k3 KL by the importance ratio, which makes its gradient the unbiased reverse-KL
+    # gradient (the ratio is differentiable, so this matters even on-policy). The public TVG code predates it.
+    use_bias_correction_kl: bool = True
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
@@ -118,8 +121,10 @@ def per_token_loss(
             raise ValueError("beta > 0 needs the reference model's log-probabilities")
         delta = ref_logps - logps
         kl = torch.exp(delta) - delta - 1  # k3 estimator, unbiased and non-negative
-        loss = loss + config.beta * kl
         stats["kl"] = kl.detach()
+        if config.use_bias_correction_kl:
+            kl = kl * ratio
+        loss = loss + config.beta * kl
     return loss.expand_as(logps), stats
 
 

@@ -82,6 +82,7 @@ class GRPOTrainer:
             epsilon_high=args.epsilon_high,
             importance_sampling_level=args.importance_sampling_level,
             max_completion_length=args.max_completion_length,
+            use_bias_correction_kl=args.use_bias_correction_kl,
         )
         self.sampling = SamplingParams(
             temperature=args.temperature,

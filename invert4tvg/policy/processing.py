@@ -39,13 +39,19 @@ def processor_inputs(
         kwargs = {
             "videos": [v.frames for v in videos],
             "video_metadata": [v.video_metadata() for v in videos],
-            "do_resize": False,
-            "do_sample_frames": False,
+            **video_processor_kwargs(processor),
         }
-        if hasattr(processor.video_processor, "cap_pixels_per_frame"):
-            kwargs["cap_pixels_per_frame"] = False  # the video pipeline already applied the pixel budget
     processor.tokenizer.padding_side = padding_side
     return processor(text=list(texts), padding=True, return_tensors="pt", **kwargs)
+
+
+def video_processor_kwargs(processor: ProcessorMixin) -> dict[str, Any]:
+    """Processor overrides for frames the video pipeline already sampled and sized (also what the vLLM engine
+    sends as ``mm_processor_kwargs``, so both paths process a video identically)."""
+    kwargs: dict[str, Any] = {"do_resize": False, "do_sample_frames": False}
+    if hasattr(processor.video_processor, "cap_pixels_per_frame"):
+        kwargs["cap_pixels_per_frame"] = False  # the video pipeline already applied the pixel budget
+    return kwargs
 
 
 def vision_token_ids(tokenizer) -> list[int]:

@@ -82,7 +82,8 @@ class HFEngine(RolloutEngine):
                 f"asked to serve policy version {version}, already at {self.policy_version}"
             )
         if weights is not None and not self.shares_model:
-            missing = [name for name in weights if name not in dict(self.model.named_parameters())]
+            known = dict(self.model.named_parameters())
+            missing = [name for name in weights if name not in known]
             if missing:
                 raise KeyError(f"update_weights: unknown parameters {missing[:5]} (of {len(missing)})")
             self.model.load_state_dict(dict(weights), strict=False)

@@ -28,7 +28,7 @@ from invert4tvg.grpo.rollouts import VideoFailureBudget
 from invert4tvg.grpo.stream import BatchStream
 from invert4tvg.policy.base import Policy, SupervisedExample
 from invert4tvg.runs import MetricsLog
-from invert4tvg.tasks import TaskInstance
+from invert4tvg.tasks import TaskInstance, TaskUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class SFTTrainer:
         )
         self.rng = random.Random(args.seed)
         self.video_budget = VideoFailureBudget(max_bad_video_fraction)
+        self.fallbacks = 0  # Invert-SFT examples that became grounding examples
         optimizer, scheduler = build_optimizer(policy.model, args, self.total_steps)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
         self.log = MetricsLog(self.run_dir, accelerator, accelerator.is_main_process)
@@ -86,7 +87,11 @@ class SFTTrainer:
         examples, failures = [], {}
         for record in records:
             task = "vd" if self.rng.random() < self.args.invert_sft_fraction else "tvg"
-            instance = self.build_instance(record, task)
+            try:
+                instance = self.build_instance(record, task)
+            except TaskUnavailable:  # no verb in the query, or an empty clip: train its grounding instead
+                self.fallbacks += 1
+                instance = self.build_instance(record, "tvg")
             try:
                 video = decode_video(instance.video, self.frame_cache)
             except VideoDecodeError as err:
@@ -101,6 +106,7 @@ class SFTTrainer:
             "stream": self.stream.state_dict(),
             "rng": self.rng.getstate(),
             "video_budget": self.video_budget.state_dict(),
+            "fallbacks": self.fallbacks,
             "total_steps": self.total_steps,
         }
 
@@ -112,6 +118,7 @@ class SFTTrainer:
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.video_budget.load_state_dict(state["video_budget"])
+        self.fallbacks = state["fallbacks"]
         self.log.truncate_after(self.step)
 
     def train(self) -> list[dict[str, Any]]:
@@ -149,6 +156,7 @@ class SFTTrainer:
                 "lr": self.scheduler.get_last_lr()[0],
                 "target_tokens": int((labels != -100).sum()),
                 "bad_videos": len(self.video_budget.failed),
+                "invert_fallbacks": self.fallbacks,
                 "time/step": time.perf_counter() - t0,
             }
             bar.set_postfix(loss=f"{row['loss']:.3f}")

@@ -172,8 +172,12 @@ def _ambiguous_is_verb(w: Lex, st: _State, nxt: Lex | None) -> bool:
             return True
         # "a person holding a phone walks out", "as the runners pass": the clause has no finite verb yet and the
         # form agrees with the noun before it. Otherwise a compound or a list ("coffee cups").
-        if st.finite or w.noun_pref:
+        if st.finite:
             return False
+        if w.noun_pref:
+            # "the red circle sinks." / "the square sinks down": a verbless clause ending in a singular-agreeing
+            # form is the verb; "the kitchen sinks are ..." and "coffee cups and plates" stay nouns.
+            return f == "s" and not st.plural_subject and nxt_cls in ("END", "PUNCT_B", "ADP", "ADV")
         return f == "s" or (f == "base" and st.plural_subject)
     if ctx == "CCONJ":
         return _coordinated_is_verb(w, st, nxt_cls)

@@ -94,8 +94,14 @@ def object_mask(shape: str, s: ObjectState, width: int, height: int) -> np.ndarr
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
+CLOCK_BASE = 20.0  # grey level of a clock video's background at t = 0
+
+
 def render_frame(scene: Scene, t: float, base: np.ndarray, cfg: SynthConfig) -> np.ndarray:
-    canvas = base.copy()
+    if cfg.clock == "tint":  # the same brightness at the same second in every video, so it reads as a clock
+        canvas = np.full_like(base, CLOCK_BASE + cfg.clock_step * t)
+    else:
+        canvas = base.copy()
     for obj in scene.objects:
         state = obj.state_at(t)
         if state.alpha <= 0.0:

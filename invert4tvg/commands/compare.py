@@ -1,0 +1,35 @@
+"""``invert4tvg compare``: Time-R1 vs Invert4TVG vs Only-VC/AR/VD on the synthetic benchmark, several seeds."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from invert4tvg.compare import SETTINGS
+
+    parser = subparsers.add_parser(
+        "compare",
+        help="the paper's comparison at laptop scale (what `make compare` runs)",
+        description="From one shared SFT warm start, train every setting with GRPO on the synthetic benchmark with "
+        "the same budget and several seeds, evaluate each on the test split, and write the report. Finished runs "
+        "are kept, so an interrupted comparison continues.",
+    )
+    parser.add_argument("--out", default="runs/compare", help="where the runs go (default: runs/compare)")
+    parser.add_argument("--report", default="docs/results/compare", help="where the report goes")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--steps", type=int, default=60, help="GRPO steps per run (default: 60)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default: 2)")
+    parser.add_argument("--num-videos", type=int, default=600)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from invert4tvg.compare import run_compare
+
+    path = run_compare(
+        args.out, args.report, tuple(args.seeds), tuple(args.settings), args.steps, args.jobs, args.num_videos
+    )
+    print(f"report: {path}")
+    return 0

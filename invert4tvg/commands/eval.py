@@ -1,0 +1,88 @@
+"""``invert4tvg eval``: grounding (R1@m, mIoU) and action understanding (VC/AR/VD) of a checkpoint on a split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint: R1@0.3/0.5/0.7, mIoU, VC/AR/VD accuracy -> predictions.jsonl + metrics.json",
+        description="Generate answers with the TVG prompt on whole videos (greedy by default) and with the VC/AR/VD "
+        "prompts on ground-truth clips, score them, and write OUT/predictions.jsonl and OUT/metrics.json. Data and "
+        "video settings come from --config (a training config) and/or the flags below.",
+    )
+    parser.add_argument("--model", required=True, help="checkpoint directory or hub id (e.g. RUN/final)")
+    parser.add_argument("--config", help="a training YAML: its data, video and prompt settings are used")
+    parser.add_argument(
+        "--data", help="a benchmark directory with {split}.json and videos/ (e.g. invert4tvg synth output)"
+    )
+    parser.add_argument(
+        "--format",
+        dest="dataset_format",
+        help="charades-sta | tvg-json | activitynet | qvhighlights | time-r1",
+    )
+    parser.add_argument("--annotations", help="annotation file of the split (instead of --data)")
+    parser.add_argument("--durations", help="durations file (charades-sta)")
+    parser.add_argument("--video-dir", help="where the videos are")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--tasks", default="vc,ar,vd", help="action-understanding tasks to run ('' for none)")
+    parser.add_argument("--strict", action="store_true", help="R1@m counts IoU > m (Time-R1) instead of >= m")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--backend", default="hf", help="rollout engine: hf | ray-hf | vllm | ray-vllm")
+    parser.add_argument("--workers", type=int, default=1, help="rollout workers for ray-* backends")
+    parser.add_argument("--max-samples", type=int, help="evaluate only the first N records")
+    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from invert4tvg.builders import build_engine, frame_cache, load_split, load_templates
+    from invert4tvg.config import DataArguments, ModelArguments, TaskArguments, parse_config
+    from invert4tvg.eval.runner import evaluate
+    from invert4tvg.policy.loading import load_policy
+
+    argv = ["--config", args.config] if args.config else []
+    model_args, data_args, task_args = parse_config((ModelArguments, DataArguments, TaskArguments), argv)
+    model_args.model_name_or_path = args.model
+    if args.data:
+        data_args.dataset_format = "tvg-json"
+        data_args.video_dir = str(Path(args.data) / "videos")
+        setattr(data_args, f"{args.split}_annotations", str(Path(args.data) / f"{args.split}.json"))
+    for field in ("dataset_format", "durations", "video_dir"):
+        if getattr(args, field):
+            setattr(data_args, field, getattr(args, field))
+    if args.annotations:
+        setattr(data_args, f"{args.split}_annotations", args.annotations)
+    records = load_split(data_args, args.split)[: args.max_samples]
+    policy = load_policy(model_args, for_training=False)
+    engine = build_engine(args.backend, policy, workers=args.workers, model_args=model_args)
+    try:
+        metrics = evaluate(
+            policy,
+            engine,
+            records,
+            args.out,
+            video_sampling=data_args.sampling(),
+            templates=load_templates(task_args),
+            action_tasks=[t for t in args.tasks.split(",") if t],
+            temperature=args.temperature,
+            max_tokens=args.max_new_tokens,
+            strict=args.strict,
+            frame_cache=frame_cache(data_args),
+            metadata={
+                "model": args.model,
+                "config": args.config,
+                "dataset": getattr(data_args, f"{args.split}_annotations"),
+                "split": args.split,
+                "run_name": Path(args.out).name,
+            },
+        )
+    finally:
+        engine.close()
+    keys = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "VC", "AR", "VD")
+    print(" ".join(f"{k}={metrics[k]:.1f}" for k in keys if metrics.get(k) is not None))
+    return 0

@@ -1,0 +1,1 @@
+"""Supervised warm start (grounding answers and Invert-SFT) through the policy interface."""

@@ -1,0 +1,65 @@
+"""Every shipped config parses (unknown keys are errors) and says what the paper says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from invert4tvg.config import (
+    DataArguments,
+    GRPOArguments,
+    ModelArguments,
+    SFTArguments,
+    TaskArguments,
+    parse_config,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+GRPO = (ModelArguments, DataArguments, TaskArguments, GRPOArguments)
+SFT = (ModelArguments, DataArguments, TaskArguments, SFTArguments)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_config_parses(path):
+    types = SFT if path.name.startswith("sft") else GRPO
+    parse_config(types, ["--config", str(path)])
+
+
+@pytest.mark.parametrize("size", ["3b", "7b"])
+def test_paper_settings(size):
+    model, data, tasks, args = parse_config(
+        GRPO, ["--config", str(CONFIGS / f"invert4tvg_qwen25vl_{size}.yaml")]
+    )
+    assert model.model_name_or_path == f"Qwen/Qwen2.5-VL-{size.upper()}-Instruct"
+    assert tasks.tvg_probability == 0.8 and tasks.invert_tasks == ["vc", "ar", "vd"]
+    assert (args.learning_rate, args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay) == (
+        5e-5,
+        0.9,
+        0.999,
+        1e-8,
+        0.0,
+    )
+    assert (args.num_train_epochs, args.num_generations, args.max_completion_length, args.beta) == (
+        2,
+        8,
+        1024,
+        0.04,
+    )
+    assert data.video_fps == 2.0 and data.video_total_pixels == 3584 * 28 * 28
+    _, _, baseline, baseline_args = parse_config(
+        GRPO, ["--config", str(CONFIGS / f"time_r1_qwen25vl_{size}.yaml")]
+    )
+    assert baseline.tvg_probability == 1.0 and baseline_args.setting == "time_r1"
+
+
+def test_command_line_overrides_the_file():
+    *_, args = parse_config(GRPO, ["--config", str(CONFIGS / "tiny_cpu.yaml"), "--learning_rate", "0.5"])
+    assert args.learning_rate == 0.5
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1.0e-4\nlearnig_rate: 2.0e-4\n")
+    with pytest.raises(ValueError, match="learnig_rate"):
+        parse_config(GRPO, ["--config", str(bad)])
