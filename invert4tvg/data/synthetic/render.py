@@ -98,10 +98,8 @@ CLOCK_BASE = 20.0  # grey level of a clock video's background at t = 0
 
 
 def render_frame(scene: Scene, t: float, base: np.ndarray, cfg: SynthConfig) -> np.ndarray:
-    if cfg.clock == "tint":  # the same brightness at the same second in every video, so it reads as a clock
-        canvas = np.full_like(base, CLOCK_BASE + cfg.clock_step * t)
-    else:
-        canvas = base.copy()
+    # With a clock, every video has the same brightness at the same second, so brightness reads as time.
+    canvas = np.full_like(base, CLOCK_BASE + cfg.clock_step * t) if cfg.clock == "tint" else base.copy()
     for obj in scene.objects:
         state = obj.state_at(t)
         if state.alpha <= 0.0:
