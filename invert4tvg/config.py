@@ -175,13 +175,26 @@ class SFTArguments(TrainingArguments):
         metadata={"help": "Fraction of examples that are Invert-SFT (clip -> query, paper appendix D)."},
     )
     max_completion_length: int = 256
+    think_template: str = field(
+        default="I look for when the event happens.",
+        metadata={
+            "help": "The <think> text of grounding targets ({query}, {start}, {end}, {duration} available)."
+        },
+    )
 
 
-def parse_config(types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
-    """``--config file.yaml`` plus ``--field value`` overrides (the command line wins), TRL style."""
+def parse_config(
+    types: tuple[type, ...], argv: list[str] | None = None, ignore_unknown: bool = False
+) -> tuple[Any, ...]:
+    """``--config file.yaml`` plus ``--field value`` overrides (the command line wins), TRL style.
+
+    Unknown keys are errors, except with ``ignore_unknown`` (reading a training config for its data and model
+    settings only, as ``invert4tvg eval`` does)."""
     from trl import TrlParser
 
     parser = TrlParser(types)
+    if ignore_unknown:
+        return parser.parse_args_and_config(args=argv, fail_with_unknown_args=False)
     return parser.parse_args_and_config(args=argv)
 
 

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(args.seed)
 
     policy = load_policy(model_args)
+    policy.think_template = args.think_template
     records = load_split(data_args, "train")
     templates, sampling = load_templates(task_args), data_args.sampling()
     rng = np.random.default_rng(args.seed)

@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from invert4tvg.policy.loading import load_policy
 
     argv = ["--config", args.config] if args.config else []
-    model_args, data_args, task_args = parse_config((ModelArguments, DataArguments, TaskArguments), argv)
+    model_args, data_args, task_args = parse_config(
+        (ModelArguments, DataArguments, TaskArguments), argv, ignore_unknown=True
+    )
     model_args.model_name_or_path = args.model
     if args.data:
         data_args.dataset_format = "tvg-json"

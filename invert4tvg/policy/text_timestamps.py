@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from invert4tvg.policy.base import Policy
 
-DEFAULT_THINK = "The event '{query}' happens between {start:.2f} and {end:.2f} seconds."
+# Short on purpose: every think token is generated G times per prompt in GRPO. Fields: query, start, end, duration.
+DEFAULT_THINK = "I look for when the event happens."
 
 
 class TextTimestampPolicy(Policy):

@@ -72,6 +72,12 @@ class SynthConfig:
     # learns to read Qwen2.5-VL's temporal position ids; pretrained Qwen2.5-VL needs no clock ("none").
     clock: str = "none"
     clock_step: float = 6.0
+    # "acting": an object is drawn only while it performs an action, so the named object's presence marks its
+    # spans (grounding by who, not only by what): the easy mode the CPU demo trains on. "always": the benchmark.
+    visibility: str = "always"
+    # Seconds that video durations and action boundaries are rounded to (0: no rounding). A grid of 1 s matches
+    # Qwen2.5-VL's temporal patch at 2 fps (two frames per patch), so a span is exactly a set of patches.
+    time_grid: float = 0.0
     opposite_prob: float = 0.6
     absent_start_prob: float = 0.2  # chance an object's first action is appear/enter (it starts unseen)
     two_verb_prob: float = (
@@ -113,6 +119,10 @@ class SynthConfig:
             problems.append(
                 f"unknown actions/colours/shapes {unknown}; known: {ACTION_NAMES}, {tuple(COLOURS)}, {SHAPES}"
             )
+        if self.time_grid < 0 or (self.time_grid and self.time_grid > self.event_length[0]):
+            problems.append(f"time_grid must be 0 or at most the shortest event, got {self.time_grid}")
+        if self.visibility not in ("always", "acting"):
+            problems.append(f"visibility must be 'always' or 'acting', got {self.visibility!r}")
         if self.clock not in ("none", "tint"):
             problems.append(f"clock must be 'none' or 'tint', got {self.clock!r}")
         if not self.actions or not self.colours or not self.shapes:

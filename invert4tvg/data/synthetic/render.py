@@ -101,6 +101,8 @@ def render_frame(scene: Scene, t: float, base: np.ndarray, cfg: SynthConfig) -> 
     # With a clock, every video has the same brightness at the same second, so brightness reads as time.
     canvas = np.full_like(base, CLOCK_BASE + cfg.clock_step * t) if cfg.clock == "tint" else base.copy()
     for obj in scene.objects:
+        if cfg.visibility == "acting" and not any(e.start <= t < e.end for e in obj.events):
+            continue
         state = obj.state_at(t)
         if state.alpha <= 0.0:
             continue

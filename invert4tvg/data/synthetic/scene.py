@@ -126,6 +126,9 @@ def _plan_actions(
     spans, close = _schedule(n, duration, cfg, rng)
     state, used, motions, pending = obj.initial, set(), set(), []
     for start, end in spans:
+        if cfg.time_grid:
+            start = round(start / cfg.time_grid) * cfg.time_grid
+            end = max(round(end / cfg.time_grid) * cfg.time_grid, start + cfg.time_grid)
         start, end = round(start, TIME_DECIMALS), round(end, TIME_DECIMALS)
         candidates = _weighted_order([a for a in cfg.actions if a not in used], rng)
         if pending and rng.random() < cfg.opposite_prob:
@@ -154,7 +157,10 @@ def plan_scene(index: int, seed: int, cfg: SynthConfig) -> Scene:
     """The scene of video ``index``: a pure function of ``(seed, index, cfg)``."""
     rng = np.random.default_rng([seed, index])
     frame = Frame(cfg.width, cfg.height)
-    num_frames = max(2, round(float(rng.uniform(*cfg.duration)) * cfg.fps))
+    seconds = float(rng.uniform(*cfg.duration))
+    if cfg.time_grid:
+        seconds = round(seconds / cfg.time_grid) * cfg.time_grid
+    num_frames = max(2, round(seconds * cfg.fps))
     duration = num_frames / cfg.fps
     n_distractors = int(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1))
     combos = [(c, s) for c in cfg.colours for s in cfg.shapes]
