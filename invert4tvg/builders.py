@@ -63,6 +63,11 @@ def load_templates(tasks: TaskArguments) -> PromptTemplates:
     if not tasks.prompt_templates:
         return PromptTemplates()
     path = Path(tasks.prompt_templates)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"prompt_templates file {path} not found (relative paths are read from {Path.cwd()}); "
+            "give an absolute path or run from the directory the config expects"
+        )
     return PromptTemplates.from_config(yaml.safe_load(path.read_text()) or {})
 
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from invert4tvg.demo import REPO, _args, _paths, load_recipe
+from invert4tvg.demo import REPO, _args, _paths, ensure_benchmark, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +76,10 @@ def run_compare(
     report_dir: str | Path = "docs/results/compare",
     seeds: tuple[int, ...] = (0, 1, 2),
     settings: tuple[str, ...] = tuple(SETTINGS),
-    steps: int = 60,
+    steps: int = 200,
     jobs: int = 2,
     num_videos: int = 600,
 ) -> Path:
-    from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
     from invert4tvg.eval.report import build_report
     from invert4tvg.policy.tiny_model import build_tiny_model
 
@@ -89,9 +88,7 @@ def run_compare(
     if unknown:
         raise ValueError(f"unknown settings {unknown}; known: {list(SETTINGS)}")
     started = time.perf_counter()
-    if not (root / "bench" / "metadata.json").exists():
-        logger.info("synthetic benchmark: %d videos", num_videos)
-        generate_benchmark(root / "bench", num_videos, 0, config=SynthConfig.preset("demo"), overwrite=True)
+    ensure_benchmark(root / "bench", num_videos, 0)
     if not (root / "sft" / "final").exists():
         logger.info("SFT warm start shared by every setting")
         build_tiny_model(root / "tiny-model", seed=0)

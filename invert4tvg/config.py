@@ -174,6 +174,13 @@ class SFTArguments(TrainingArguments):
         default=0.0,
         metadata={"help": "Fraction of examples that are Invert-SFT (clip -> query, paper appendix D)."},
     )
+    invert_sft_tasks: list[str] = field(
+        default_factory=lambda: ["vd"],
+        metadata={
+            "help": "Inversion prompts Invert-SFT draws from (uniformly): vd (the paper: describe -> the query), "
+            "vc (fill in the verb -> the query), ar (name the action -> its verb as the query writes it)."
+        },
+    )
     max_completion_length: int = 256
     think_template: str = field(
         default="I look for when the event happens.",

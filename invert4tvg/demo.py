@@ -38,9 +38,28 @@ def load_recipe(name: str) -> ModuleType:
     return module
 
 
+def ensure_benchmark(bench: Path, num_videos: int, seed: int) -> None:
+    """Generate the demo benchmark into ``bench`` unless the same one (preset, size, seed) is already there."""
+    from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
+
+    config = SynthConfig.preset("demo")
+    meta_path = bench / "metadata.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        same = (meta.get("num_videos"), meta.get("seed")) == (num_videos, seed)
+        if same and SynthConfig.from_dict(meta.get("config", {})) == config:
+            logger.info("synthetic benchmark: reusing %s", bench)
+            return
+        logger.info("synthetic benchmark in %s was made with other settings: regenerating", bench)
+    logger.info("synthetic benchmark: %d videos -> %s", num_videos, bench)
+    generate_benchmark(bench, num_videos, seed, config=config, overwrite=True)
+
+
 def _paths(out: Path) -> dict[str, str]:
+    """Every file a tiny config names, under ``out`` (the configs' relative paths assume the repository root)."""
     bench = out / "bench"
     return {
+        "--prompt_templates": str(REPO / "recipes" / "configs" / "prompts_tiny.yaml"),
         "--train_annotations": str(bench / "train.json"),
         "--val_annotations": str(bench / "val.json"),
         "--test_annotations": str(bench / "test.json"),
@@ -93,16 +112,14 @@ def run_demo(
     grpo_steps: int | None = None,
 ) -> dict:
     """Run every stage; ``sft_steps`` / ``grpo_steps`` override the configs' budgets (tests use tiny ones)."""
-    from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
     from invert4tvg.eval.runner import whole_video_metrics
     from invert4tvg.policy.tiny_model import build_tiny_model
 
     out = Path(out)
     started = time.perf_counter()
     bench = out / "bench"
-    if not (bench / "metadata.json").exists():
-        logger.info("[1/5] synthetic benchmark: %d videos -> %s", num_videos, bench)
-        generate_benchmark(bench, num_videos, seed, config=SynthConfig.preset("demo"), overwrite=True)
+    logger.info("[1/5] synthetic benchmark")
+    ensure_benchmark(bench, num_videos, seed)
     tiny = out / "tiny-model"
     logger.info("[2/5] tiny Qwen2.5-VL -> %s", tiny)
     build_tiny_model(tiny, seed=seed)

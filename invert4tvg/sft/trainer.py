@@ -29,6 +29,7 @@ from invert4tvg.grpo.stream import BatchStream
 from invert4tvg.policy.base import Policy, SupervisedExample
 from invert4tvg.runs import MetricsLog
 from invert4tvg.tasks import TaskInstance, TaskUnavailable
+from rewards import nlp
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,13 @@ INVERT_THINK = "The clip shows what happens in this event."
 def supervised_example(
     policy: Policy, record: GroundingRecord, instance: TaskInstance, video
 ) -> SupervisedExample:
-    """The SFT target for an instance: the grounding answer for ``tvg``, the query for an inversion prompt."""
+    """The SFT target for an instance: the grounding answer for ``tvg``; for an inversion prompt the query (VD, VC)
+    or the query's first verb as written (AR)."""
     if instance.task == "tvg":
         target = policy.tvg_target(record.query, record.start, record.end, record.duration)
+    elif instance.task == "ar":
+        start, end, _ = nlp.verb_spans([record.query])[0][0]
+        target = policy.answer_target(record.query[start:end], INVERT_THINK)
     else:
         target = policy.answer_target(record.query.strip(), INVERT_THINK)
     return SupervisedExample(messages=instance.messages, video=video, target=target)
@@ -57,6 +62,11 @@ class SFTTrainer:
         frame_cache: FrameCache | None = None,
         max_bad_video_fraction: float = 0.05,
     ) -> None:
+        unknown = sorted(set(args.invert_sft_tasks) - {"vc", "ar", "vd"})
+        if unknown or (args.invert_sft_fraction > 0 and not args.invert_sft_tasks):
+            raise ValueError(
+                f"invert_sft_tasks must be a non-empty subset of vc, ar, vd; got {args.invert_sft_tasks}"
+            )
         self.policy = policy
         self.build_instance = build_instance
         self.args = args
@@ -86,7 +96,9 @@ class SFTTrainer:
     def _examples(self, records: Sequence[GroundingRecord]) -> list[SupervisedExample]:
         examples, failures = [], {}
         for record in records:
-            task = "vd" if self.rng.random() < self.args.invert_sft_fraction else "tvg"
+            task = "tvg"
+            if self.rng.random() < self.args.invert_sft_fraction:
+                task = self.rng.choice(self.args.invert_sft_tasks)
             try:
                 instance = self.build_instance(record, task)
             except TaskUnavailable:  # no verb in the query, or an empty clip: train its grounding instead
