@@ -29,19 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"invert4tvg.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"invert4tvg.commands.{name}":
-                continue  # not part of this build
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f"invert4tvg.commands.{name}").add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # A command that hands its remaining options to a recipe (``train``) sets ``extra_args``; others reject them.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not hasattr(args, "extra_args"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if hasattr(args, "extra_args"):
+        args.extra_args = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

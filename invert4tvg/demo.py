@@ -59,7 +59,7 @@ def _paths(out: Path) -> dict[str, str]:
     """Every file a tiny config names, under ``out`` (the configs' relative paths assume the repository root)."""
     bench = out / "bench"
     return {
-        "--prompt_templates": str(REPO / "recipes" / "configs" / "prompts_tiny.yaml"),
+        "--prompt_templates": str(REPO / "recipes" / "configs" / "prompts" / "tiny.yaml"),
         "--train_annotations": str(bench / "train.json"),
         "--val_annotations": str(bench / "val.json"),
         "--test_annotations": str(bench / "test.json"),

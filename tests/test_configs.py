@@ -63,3 +63,23 @@ def test_unknown_key_is_an_error(tmp_path):
     bad.write_text("learning_rate: 1.0e-4\nlearnig_rate: 2.0e-4\n")
     with pytest.raises(ValueError, match="learnig_rate"):
         parse_config(GRPO, ["--config", str(bad)])
+
+
+@pytest.mark.parametrize("name", ["tiny_cpu.yaml", "sft_tiny_cpu.yaml"])
+def test_tiny_configs_use_the_short_prompts(name, monkeypatch):
+    from invert4tvg.builders import load_templates
+
+    monkeypatch.chdir(CONFIGS.parents[1])  # the configs' relative paths assume the repository root
+    types = SFT if name.startswith("sft") else GRPO
+    _, _, tasks, _ = parse_config(types, ["--config", str(CONFIGS / name)])
+    templates = load_templates(tasks)
+    assert templates.render("tvg", query="the red circle grows.").startswith("the red circle grows.")
+    assert "{masked_query}" in templates.vc
+
+
+def test_missing_prompt_file_names_the_path(tmp_path, monkeypatch):
+    from invert4tvg.builders import load_templates
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"recipes/configs/prompts/tiny\.yaml"):
+        load_templates(TaskArguments(prompt_templates="recipes/configs/prompts/tiny.yaml"))

@@ -11,6 +11,7 @@ import pytest
 from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
 from invert4tvg.data.synthetic.render import CLOCK_BASE
 from invert4tvg.data.video import VideoSampling, VideoSpec, decode_video
+from invert4tvg.demo import ensure_benchmark
 
 SAMPLING = VideoSampling(min_pixels=3136, total_pixels=200704)
 
@@ -57,3 +58,24 @@ def test_objects_are_visible_only_inside_their_spans(demo_bench):
         ):
             assert visible[inside].all(), (vid, kinds)
         assert not visible[outside].any(), (vid, kinds)
+
+
+def test_demo_reuses_its_benchmark_only_when_it_is_the_same_one(tmp_path):
+    bench = tmp_path / "bench"
+    ensure_benchmark(bench, 3, 0)
+    made = (bench / "metadata.json").stat().st_mtime_ns
+    ensure_benchmark(bench, 3, 0)
+    assert (bench / "metadata.json").stat().st_mtime_ns == made
+    # A benchmark of another preset (here: an older demo, objects always visible) is replaced, not trained on.
+    generate_benchmark(
+        bench,
+        3,
+        0,
+        config=SynthConfig.preset("demo", visibility="always"),
+        workers=1,
+        progress=False,
+        overwrite=True,
+    )
+    ensure_benchmark(bench, 3, 0)
+    meta = json.loads((bench / "metadata.json").read_text())
+    assert SynthConfig.from_dict(meta["config"]) == SynthConfig.preset("demo")

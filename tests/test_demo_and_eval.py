@@ -101,3 +101,37 @@ def test_report_over_demo_runs(demo_dir, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert "grpo" in text and "sft" in text
+
+
+def test_train_command_runs_the_sft_recipe(demo_dir, tmp_path):
+    bench = demo_dir / "bench"
+    result = cli(
+        "train",
+        "--sft",
+        "--config",
+        "recipes/configs/sft_tiny_cpu.yaml",
+        "--model_name_or_path",
+        str(demo_dir / "tiny-model"),
+        "--train_annotations",
+        str(bench / "train.json"),
+        "--video_dir",
+        str(bench / "videos"),
+        "--frame_cache_dir",
+        "",
+        "--output_dir",
+        str(tmp_path / "sft"),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--report_to",
+        "none",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "sft" / "final" / "model.safetensors").exists()
+    assert len((tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()) >= 1
+
+
+def test_train_command_needs_a_config():
+    result = cli("train", "--max_steps", "2")
+    assert result.returncode != 0 and "--config" in result.stderr
