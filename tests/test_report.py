@@ -282,6 +282,20 @@ def test_paper_entry_matches_only_the_same_setting(tmp_path):
     assert "80.8 / 69.0 / 44.0 (Table 1" in row
 
 
+def test_time_r1_run_listing_inversion_tasks_still_matches_the_paper(tmp_path):
+    # The shipped time_r1 configs keep `invert_tasks: [vc, ar, vd]` (unused at p = 1); the run trained none.
+    _, entries = load_paper_results()
+    write_run(
+        tmp_path / "t", "time_r1", 0, [0.5], model="Qwen/Qwen2.5-VL-3B-Instruct", dataset="charades_sta"
+    )
+    meta_path = tmp_path / "t" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "invert_tasks": ["vc", "ar", "vd"], "p": 1.0}))
+    (group,) = group_runs([load_dir(tmp_path / "t")])
+    assert group.attrs["invert_tasks"] == ()
+    assert matching_entry(group, entries).metrics["R1@0.7"] == 36.9
+
+
 def test_model_size():
     assert model_size("Qwen/Qwen2.5-VL-3B-Instruct") == "3B"
     assert model_size("/ckpt/qwen2.5-vl-7b") == "7B"

@@ -78,6 +78,10 @@ class RunResult:
 
     @property
     def invert_tasks(self) -> tuple[str, ...]:
+        """The inversion tasks the run trained: none at p = 1 (Time-R1), whatever its config listed."""
+        p = self.metadata.get("p")
+        if p is not None and float(p) >= 1.0:
+            return ()
         return tuple(sorted(str(t).lower() for t in (self.metadata.get("invert_tasks") or ())))
 
     def data_dirs(self) -> list[Path]:

@@ -6,7 +6,7 @@
 answers that repeat within the run (one-word AR answers do) then hit the cache, as they would in training. "Warm"
 scores the same completions again.
 
-    .venv/bin/python benchmarks/rewards.py [--n 10000] [--json out.json]
+    .venv/bin/python benchmarks/reward_speed.py [--n 10000] [--json out.json]
 """
 
 from __future__ import annotations
