@@ -135,3 +135,16 @@ def test_train_command_runs_the_sft_recipe(demo_dir, tmp_path):
 def test_train_command_needs_a_config():
     result = cli("train", "--max_steps", "2")
     assert result.returncode != 0 and "--config" in result.stderr
+
+
+def test_eval_uses_the_rollout_backend_the_config_names(demo_dir, tmp_path):
+    config = tmp_path / "vllm.yaml"
+    config.write_text("rollout_backend: vllm\nvideo_min_pixels: 3136\nvideo_total_pixels: 200704\n")
+    args = ["eval", "--model", str(demo_dir / "grpo" / "final"), "--data", str(demo_dir / "bench")]
+    args += ["--split", "val", "--out", str(tmp_path / "e"), "--tasks", "", "--max-samples", "2"]
+    result = cli(*args, "--config", str(config))
+    assert result.returncode != 0 and "vllm" in result.stderr.lower()
+    result = cli(*args, "--config", str(config), "--backend", "hf")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["metadata"]["rollout_backend"] == "hf"

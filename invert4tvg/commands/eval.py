@@ -32,14 +32,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tasks", default="vc,ar,vd", help="action-understanding tasks to run ('' for none)")
     parser.add_argument("--strict", action="store_true", help="R1@m counts IoU > m (Time-R1) instead of >= m")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--backend", default="hf", help="rollout engine: hf | ray-hf | vllm | ray-vllm")
-    parser.add_argument("--workers", type=int, default=1, help="rollout workers for ray-* backends")
+    parser.add_argument(
+        "--backend",
+        help="rollout engine: hf | ray-hf | vllm | ray-vllm (default: the config's rollout_backend, else hf)",
+    )
+    parser.add_argument(
+        "--workers", type=int, help="rollout workers for ray-* backends (default: the config's, else 1)"
+    )
     parser.add_argument("--max-samples", type=int, help="evaluate only the first N records")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import yaml
+
     from invert4tvg.builders import build_engine, frame_cache, load_split, load_templates
     from invert4tvg.config import DataArguments, ModelArguments, TaskArguments, parse_config
     from invert4tvg.eval.runner import evaluate
@@ -61,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
         setattr(data_args, f"{args.split}_annotations", args.annotations)
     records = load_split(data_args, args.split)[: args.max_samples]
     policy = load_policy(model_args, for_training=False)
-    engine = build_engine(args.backend, policy, workers=args.workers, model_args=model_args)
+    config = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    backend = args.backend or config.get("rollout_backend") or "hf"
+    workers = args.workers or config.get("rollout_workers") or 1
+    engine = build_engine(backend, policy, workers=workers, model_args=model_args)
     try:
         metrics = evaluate(
             policy,
@@ -78,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             metadata={
                 "model": args.model,
                 "config": args.config,
+                "rollout_backend": backend,
                 "dataset": getattr(data_args, f"{args.split}_annotations"),
                 "split": args.split,
                 "run_name": Path(args.out).name,
