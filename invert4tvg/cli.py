@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # A command that hands its remaining options to a recipe (``train``) sets ``extra_args``; others reject them.
     args, extra = parser.parse_known_args(argv)
-    if extra and not hasattr(args, "extra_args"):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if hasattr(args, "extra_args"):
         args.extra_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

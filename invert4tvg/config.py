@@ -189,6 +189,14 @@ class SFTArguments(TrainingArguments):
         },
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = sorted(set(self.invert_sft_tasks) - {"vc", "ar", "vd"})
+        if unknown or (self.invert_sft_fraction > 0 and not self.invert_sft_tasks):
+            raise ValueError(
+                f"invert_sft_tasks must be a non-empty subset of vc, ar, vd; got {self.invert_sft_tasks}"
+            )
+
 
 def parse_config(
     types: tuple[type, ...], argv: list[str] | None = None, ignore_unknown: bool = False

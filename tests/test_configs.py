@@ -83,3 +83,8 @@ def test_missing_prompt_file_names_the_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"recipes/configs/prompts/tiny\.yaml"):
         load_templates(TaskArguments(prompt_templates="recipes/configs/prompts/tiny.yaml"))
+
+
+def test_unknown_invert_sft_task_is_a_config_error():
+    with pytest.raises(ValueError, match="invert_sft_tasks"):
+        parse_config(SFT, ["--config", str(CONFIGS / "sft_tiny_cpu.yaml"), "--invert_sft_tasks", "vc", "tvg"])

@@ -28,37 +28,8 @@ from invert4tvg.rollout.base import SamplingParams, StaleWeightsError
 from invert4tvg.rollout.ray_pool import RayEnginePool, RolloutWorkerError
 
 REPO = Path(__file__).resolve().parents[1]
-RAY_MARKERS = ("ray::", "raylet", "gcs_server", "/ray/_private/", "/ray/dashboard/", "default_worker.py")
-
-
-def ray_processes() -> dict[int, str]:
-    found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                cmd = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(marker in cmd for marker in RAY_MARKERS):
-            found[int(pid)] = cmd[:120]
-    return found
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    """One local Ray for the module (pools join it); afterwards no Ray process started here may survive."""
-    from invert4tvg.rollout import cluster
-
-    before = ray_processes()
-    started = cluster.connect(None, num_cpus=6)  # logical CPUs: a fixture pool and a run's pool at once
-    yield
-    cluster.shutdown(started)
-    deadline = time.monotonic() + 15
-    while (
-        left := {p: c for p, c in ray_processes().items() if p not in before}
-    ) and time.monotonic() < deadline:
-        time.sleep(0.25)
-    assert not left, f"Ray processes left behind: {left}"
+# Ray started once for the module (pools join it), and nothing left behind afterwards (conftest.ray_session).
+pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 def cpu_ticks(pid: int) -> int:

@@ -10,8 +10,6 @@ timing, which a wrong fps would break (``test_video_timing_reaches_the_logprobs`
 from __future__ import annotations
 
 import copy
-import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -261,40 +259,3 @@ def test_stale_versions_are_rejected(case):
         sync(case, version - 1)
     assert case.engine.policy_version == version
     sync(case, version)  # re-sending the current version is allowed
-
-
-# -- Ray's session: started once for this module, and nothing left behind --------------------------------------
-RAY_MARKERS = ("ray::", "raylet", "gcs_server", "/ray/_private/", "/ray/dashboard/", "default_worker.py")
-
-
-def ray_processes() -> dict[int, str]:
-    found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                cmd = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(marker in cmd for marker in RAY_MARKERS):
-            found[int(pid)] = cmd[:120]
-    return found
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    """A local Ray for this module's pools (they join it instead of starting their own); on teardown Ray is shut
-    down and no Ray process started here may survive."""
-    import ray
-
-    from invert4tvg.rollout import cluster
-
-    before = ray_processes()
-    started = cluster.connect(None, num_cpus=6)  # logical CPUs: a fixture pool and a run's pool at once
-    yield ray
-    cluster.shutdown(started)
-    deadline = time.monotonic() + 15
-    while (
-        left := {p: c for p, c in ray_processes().items() if p not in before}
-    ) and time.monotonic() < deadline:
-        time.sleep(0.25)
-    assert not left, f"Ray processes left behind: {left}"

@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 
 from invert4tvg.config import SFTArguments
 from invert4tvg.data.records import GroundingRecord
-from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
+from invert4tvg.data.video import FrameCache
 from invert4tvg.grpo import checkpoint as ckpt
 from invert4tvg.grpo.optim import build_optimizer
-from invert4tvg.grpo.rollouts import VideoFailureBudget
+from invert4tvg.grpo.rollouts import VideoFailureBudget, load_videos
 from invert4tvg.grpo.stream import BatchStream
 from invert4tvg.policy.base import Policy, SupervisedExample
 from invert4tvg.runs import MetricsLog
@@ -62,11 +62,6 @@ class SFTTrainer:
         frame_cache: FrameCache | None = None,
         max_bad_video_fraction: float = 0.05,
     ) -> None:
-        unknown = sorted(set(args.invert_sft_tasks) - {"vc", "ar", "vd"})
-        if unknown or (args.invert_sft_fraction > 0 and not args.invert_sft_tasks):
-            raise ValueError(
-                f"invert_sft_tasks must be a non-empty subset of vc, ar, vd; got {args.invert_sft_tasks}"
-            )
         self.policy = policy
         self.build_instance = build_instance
         self.args = args
@@ -94,24 +89,19 @@ class SFTTrainer:
         self.step = 0
 
     def _examples(self, records: Sequence[GroundingRecord]) -> list[SupervisedExample]:
-        examples, failures = [], {}
+        instances = []
         for record in records:
             task = "tvg"
             if self.rng.random() < self.args.invert_sft_fraction:
                 task = self.rng.choice(self.args.invert_sft_tasks)
             try:
-                instance = self.build_instance(record, task)
+                instances.append(self.build_instance(record, task))
             except TaskUnavailable:  # no verb in the query, or an empty clip: train its grounding instead
                 self.fallbacks += 1
-                instance = self.build_instance(record, "tvg")
-            try:
-                video = decode_video(instance.video, self.frame_cache)
-            except VideoDecodeError as err:
-                failures[instance.video.path] = str(err)
-                continue
-            examples.append(supervised_example(self.policy, record, instance, video))
-        self.video_budget.record(len(examples), failures)
-        return examples
+                instances.append(self.build_instance(record, "tvg"))
+        by_id = {r.id: r for r in records}
+        kept, videos = load_videos(instances, self.frame_cache, self.video_budget)
+        return [supervised_example(self.policy, by_id[i.record_id], i, v) for i, v in zip(kept, videos)]
 
     def trainer_state(self) -> dict[str, Any]:
         return {
