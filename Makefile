@@ -10,7 +10,7 @@ STAMP         := $(VENV)/.installed
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install demo test lint format compare bench clean
+.PHONY: install demo test lint format compare bench clean vllm-conformance
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The vLLM engine against the real vLLM 0.32.0 code on CPU (downloads the wheel into a temporary directory; the
+# venv is not changed): LLM keyword arguments, SamplingParams, a weight-sync message through vLLM's msgpack.
+vllm-conformance: $(STAMP)
+	$(PY) tests/vllm_conformance.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

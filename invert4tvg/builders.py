@@ -38,14 +38,28 @@ def load_split(data: DataArguments, split: str) -> list[GroundingRecord]:
         video_dir=data.video_dir,
         on_error=data.on_bad_record,
         source=data.dataset_source,
+        # Evaluation scores every published query against the ground truth as published (issue 18).
+        overshoot=data.span_overshoot if split == "train" else "keep",
     )
+    overshoot = result.report["overshoot"]
+    if overshoot["spans_past_end"] or overshoot["dropped"]:
+        logger.warning(
+            "%s: %d spans end after their video (up to %.2f s; %s: %d clipped, %d dropped, %d kept as published)",
+            annotations,
+            overshoot["spans_past_end"] + overshoot["dropped"],
+            overshoot["max_seconds_past_end"],
+            overshoot["policy"],
+            overshoot["clipped"],
+            overshoot["dropped"],
+            overshoot["kept_as_published"],
+        )
     skipped = result.report.get("skipped", 0)
     if skipped:
         logger.warning(
             "%s: %d samples skipped (%s); details: invert4tvg data check --format %s --annotations %s",
             annotations,
             skipped,
-            json.dumps(result.report.get("counts", {})),
+            json.dumps(result.report.get("skipped_by_reason", {})),
             data.dataset_format,
             annotations,
         )
@@ -90,6 +104,7 @@ def build_rewards(args: GRPOArguments) -> RewardSet:
             "vd": args.invert_reward_weight,
         },
         "inversion": args.inversion_reward,
+        "inversion_format": args.inversion_format,
     }
     return RewardSet(args.reward_funcs, args.reward_weights, composite, on_error=args.reward_error_policy)
 

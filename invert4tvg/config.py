@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from invert4tvg.data.frames import VideoSampling
+from rewards.nlp.lexicon import ASPECTUAL_VERBS
 
 
 @dataclass
@@ -55,6 +56,14 @@ class DataArguments:
     on_bad_record: str = field(
         default="raise", metadata={"help": "raise (fail fast) | skip (count and go on)"}
     )
+    span_overshoot: str = field(
+        default="drop",
+        metadata={
+            "help": "Training spans that leave the video: drop (clip up to 1 s over, reject more; counted), clip "
+            "(clip all to [0, duration]; counted) or keep. val/test splits always keep the ground truth as "
+            "published and count overshoots (docs/data.md)."
+        },
+    )
     max_bad_video_fraction: float = field(
         default=0.05,
         metadata={"help": "Stop training when more than this fraction of videos failed to decode."},
@@ -87,6 +96,13 @@ class TaskArguments:
     task_sampling: str = field(default="per_iteration", metadata={"help": "per_iteration | per_sample"})
     verb_mask: str = field(
         default="all", metadata={"help": "VC masks all verbs (all) or one sampled verb (one)."}
+    )
+    aspectual_verbs: list[str] = field(
+        default_factory=lambda: sorted(ASPECTUAL_VERBS),
+        metadata={
+            "help": "Verb lemmas left out of the VC mask and of the AR/VD targets when another verb follows them "
+            '("person begins sneezing" masks and asks for "sneeze" only). [] keeps every verb, as the public code.'
+        },
     )
     prompt_templates: str | None = field(
         default=None, metadata={"help": "YAML file overriding prompt templates."}
@@ -125,6 +141,13 @@ class TrainingArguments:
         default_factory=lambda: ["tensorboard"], metadata={"help": "tensorboard, wandb"}
     )
     resume: str | None = field(default=None, metadata={"help": "latest | path to a checkpoint directory"})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the run already in output_dir (its files only); without it a non-empty "
+            "output_dir is refused unless --resume is given."
+        },
+    )
     logprob_batch_size: int = field(
         default=16, metadata={"help": "Sequences per forward/backward micro-batch."}
     )
@@ -133,6 +156,9 @@ class TrainingArguments:
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to]
         self.report_to = [r for r in self.report_to if r != "none"]  # transformers' "none" = no tracker
+        from invert4tvg.config_checks import check_training_arguments
+
+        check_training_arguments(self)  # at parse time, before a model, data or output_dir is touched
 
 
 @dataclass
@@ -151,6 +177,10 @@ class GRPOArguments(TrainingArguments):
     importance_sampling_level: str = "token"
     use_bias_correction_kl: bool = True
     mask_truncated_completions: bool = False
+    disable_dropout: bool = field(
+        default=True,
+        metadata={"help": "TRL's default: no dropout in RL, so the old, reference and current passes agree."},
+    )
     reward_funcs: list[str] = field(default_factory=lambda: ["invert4tvg"])
     reward_weights: list[float] | None = None
     invert_reward_weight: float = field(
@@ -160,11 +190,58 @@ class GRPOArguments(TrainingArguments):
         default=1.0, metadata={"help": "Weight of format inside `invert4tvg`."}
     )
     inversion_reward: str = field(default="binary", metadata={"help": "binary | cosine (Table 3 ablation)"})
+    inversion_format: str = field(
+        default="think_answer",
+        metadata={
+            "help": "Format reward of VC/AR/VD samples: think_answer (the paper's eq. 11, <think>..</think> "
+            "<answer>..</answer>) or answer_only (<answer>..</answer>, as the public Invert4TVG code scores them)."
+        },
+    )
     reward_error_policy: str = field(default="raise", metadata={"help": "raise | zero (score 0 and count)"})
     rollout_backend: str = field(default="hf", metadata={"help": "hf | ray-hf | vllm | ray-vllm"})
     rollout_workers: int = 1
     rollout_batch_sequences: int = 64
     ray_address: str | None = field(default=None, metadata={"help": "None: start a local Ray; auto: join."})
+    # vLLM engines (rollout_backend vllm | ray-vllm); TRL's names. docs/rollouts.md, invert4tvg/rollout/options.py.
+    vllm_gpu_memory_utilization: float | None = field(
+        default=None,
+        metadata={
+            "help": "GPU memory fraction vLLM may take. None: 0.3 for vllm (trainer's GPU), 0.9 for ray-vllm."
+        },
+    )
+    vllm_enable_sleep_mode: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Sleep between calls (weights to CPU, KV cache freed). None: on for vllm, off for ray-vllm."
+        },
+    )
+    vllm_tensor_parallel_size: int = 1
+    vllm_max_model_length: int | None = field(
+        default=None,
+        metadata={"help": "Prompt + completion tokens per sequence. None: the model's own limit."},
+    )
+    vllm_enforce_eager: bool = field(
+        default=False, metadata={"help": "No CUDA graphs: slower, starts faster."}
+    )
+    vllm_importance_sampling_correction: bool = field(
+        default=True,
+        metadata={
+            "help": "Correct for rollouts whose log-probs differ from the trainer's (engines with their own model "
+            "copy): TRL's truncated/masked importance sampling. The gap is logged every step either way."
+        },
+    )
+    vllm_importance_sampling_mode: str = field(
+        default="token_truncate",
+        metadata={"help": "token_truncate | token_mask | sequence_truncate | sequence_mask (TRL's modes)"},
+    )
+    vllm_importance_sampling_clip_max: float | None = 3.0
+    vllm_importance_sampling_clip_min: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from invert4tvg.config_checks import check_grpo_arguments
+
+        check_grpo_arguments(self)
 
 
 @dataclass
@@ -179,6 +256,14 @@ class SFTArguments(TrainingArguments):
         metadata={
             "help": "Inversion prompts Invert-SFT draws from (uniformly): vd (the paper: describe -> the query), "
             "vc (fill in the verb -> the query), ar (name the action -> its verb as the query writes it)."
+        },
+    )
+    grounding_annotations: str | None = field(
+        default=None,
+        metadata={
+            "help": "Grounding examples come from this file (same dataset_format and video_dir) instead of the "
+            "training queries, which then serve Invert-SFT only: a warm start that learns the answer format on "
+            "another temporal question and leaves the benchmark's grounding to RL (the lookalike testbed)."
         },
     )
     max_completion_length: int = 256

@@ -38,15 +38,16 @@ def load_recipe(name: str) -> ModuleType:
     return module
 
 
-def ensure_benchmark(bench: Path, num_videos: int, seed: int) -> None:
-    """Generate the demo benchmark into ``bench`` unless the same one (preset, size, seed) is already there."""
+def ensure_benchmark(bench: Path, num_videos: int, seed: int, preset: str = "demo") -> None:
+    """Generate the ``preset`` benchmark into ``bench`` unless the same one (preset, size, seed) is already there."""
     from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
 
-    config = SynthConfig.preset("demo")
+    config = SynthConfig.preset(preset)
     meta_path = bench / "metadata.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         same = (meta.get("num_videos"), meta.get("seed")) == (num_videos, seed)
+        same = same and (bench / "train_activity.json").exists()  # written since generator version 2
         if same and SynthConfig.from_dict(meta.get("config", {})) == config:
             logger.info("synthetic benchmark: reusing %s", bench)
             return
@@ -73,7 +74,9 @@ def _args(config: str, overrides: dict[str, str], extra: list[str]) -> list[str]
     return ["--config", str(REPO / "recipes" / "configs" / config), *flat, *extra]
 
 
-def _evaluate(model_dir: Path, out: Path, grpo_args: list[str], name: str) -> dict[str, Any]:
+def _evaluate(
+    model_dir: Path, out: Path, grpo_args: list[str], name: str, dataset: str = "synthetic (demo preset)"
+) -> dict[str, Any]:
     from invert4tvg.builders import build_engine, frame_cache, load_split, load_templates
     from invert4tvg.config import GRPOArguments, TaskArguments
     from invert4tvg.eval.runner import evaluate
@@ -97,7 +100,7 @@ def _evaluate(model_dir: Path, out: Path, grpo_args: list[str], name: str) -> di
         metadata={
             "model": str(model_dir),
             "setting": name,
-            "dataset": "synthetic (tiny preset)",
+            "dataset": dataset,
             "split": "test",
         },
     )
@@ -126,12 +129,23 @@ def run_demo(
 
     paths = _paths(out)
     logger.info("[3/5] SFT warm start")
-    sft = {**paths, "--model_name_or_path": str(tiny), "--output_dir": str(out / "sft")}
+    # Every stage is redone from scratch: replace what a previous demo left in its run directories.
+    sft = {
+        **paths,
+        "--model_name_or_path": str(tiny),
+        "--output_dir": str(out / "sft"),
+        "--overwrite_output_dir": "true",
+    }
     if sft_steps is not None:
         sft["--max_steps"] = str(sft_steps)
     load_recipe("sft_warmstart").main(_args("sft_tiny_cpu.yaml", sft, []))
     logger.info("[4/5] GRPO (p = 0.8, VC/AR/VD)")
-    grpo = {**paths, "--model_name_or_path": str(out / "sft" / "final"), "--output_dir": str(out / "grpo")}
+    grpo = {
+        **paths,
+        "--model_name_or_path": str(out / "sft" / "final"),
+        "--output_dir": str(out / "grpo"),
+        "--overwrite_output_dir": "true",
+    }
     if grpo_steps is not None:
         grpo["--max_steps"] = str(grpo_steps)
     grpo_args = _args("tiny_cpu.yaml", grpo, list(extra_grpo or []))

@@ -35,24 +35,41 @@ from invert4tvg.config import (
     tracker_config,
 )
 from invert4tvg.eval.runner import evaluate
+from invert4tvg.grpo.stops import run_main
 from invert4tvg.grpo.trainer import GRPOTrainer
-from invert4tvg.policy.loading import load_policy
+from invert4tvg.output_dir import prepare_output_dir, save_final
+from invert4tvg.policy.loading import load_policy, mixed_precision
+from invert4tvg.rollout.options import engine_options
 from invert4tvg.runs import write_metadata
+from rewards import nlp
 
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, task_args, args = parse_config(
         (ModelArguments, DataArguments, TaskArguments, GRPOArguments), argv
     )
-    accelerator = Accelerator(log_with=args.report_to or None, project_dir=args.output_dir)
+    # bf16 compute under autocast with fp32 trainable weights (docs/training.md, "Precision")
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision(model_args),
+        log_with=args.report_to or None,
+        project_dir=args.output_dir,
+    )
     set_seed(args.seed)
+    config = to_dict(model_args, data_args, task_args, args)
+    # output_dir / --resume / --overwrite_output_dir are settled before anything is loaded or written
+    resume_from = prepare_output_dir(args, config, accelerator.is_main_process)
+    if resume_from is not None:
+        args.resume = str(resume_from)
+    accelerator.wait_for_everyone()
 
     policy = load_policy(model_args)
     train_records = load_split(data_args, "train")
     val_records = load_split(data_args, "val")[: args.eval_max_samples] if data_args.val_annotations else None
     test_records = load_split(data_args, "test") if data_args.test_annotations else None
     templates = load_templates(task_args)
+    nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     sampler = build_sampler(task_args, seed=args.seed)
+    score = build_rewards(args)  # before the rollout workers and the first write: fails leaving nothing
     build_instances = partial(
         sampler.make_instances, sampling=data_args.sampling(), templates=templates, mask=task_args.verb_mask
     )
@@ -64,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         ray_address=args.ray_address,
         model_args=model_args,
         seed=args.seed,
+        **engine_options(args),  # vllm_* fields: memory, sleep mode, tensor parallelism (rollout/options.py)
     )
     cache = frame_cache(data_args)
     eval_options = dict(
@@ -83,8 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
         "reward": args.inversion_reward,
         "model": model_args.model_name_or_path,
         "dataset": data_args.train_annotations,
-        "config": to_dict(model_args, data_args, task_args, args),
+        "config": config,
     }
+    if resume_from is not None:
+        metadata["resumed_from"] = str(resume_from)
     if accelerator.is_main_process:
         write_metadata(args.output_dir, **metadata)
     if args.report_to:
@@ -104,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer = GRPOTrainer(
             policy=policy,
             engine=engine,
-            score=build_rewards(args),
+            score=score,
             sampler=sampler,
             build_instances=build_instances,
             records=train_records,
@@ -118,8 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
 
         results = {}
         if accelerator.is_main_process:
-            accelerator.unwrap_model(trainer.model).save_pretrained(f"{args.output_dir}/final")
-            policy.processor.save_pretrained(f"{args.output_dir}/final")
+            save_final(
+                accelerator.unwrap_model(trainer.model), policy.processor, args.output_dir, trainer.step
+            )
             if test_records:
                 results = evaluate(
                     policy,
@@ -137,4 +158,4 @@ if __name__ == "__main__":
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 
 import numpy as np
 from accelerate import Accelerator
@@ -23,23 +24,41 @@ from invert4tvg.config import (
     parse_config,
     to_dict,
 )
-from invert4tvg.policy.loading import load_policy
+from invert4tvg.grpo.stops import run_main
+from invert4tvg.output_dir import prepare_output_dir, save_final
+from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.runs import write_metadata
 from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.tasks import build_task_instance
+from rewards import nlp
 
 
 def main(argv: list[str] | None = None) -> None:
     model_args, data_args, task_args, args = parse_config(
         (ModelArguments, DataArguments, TaskArguments, SFTArguments), argv
     )
-    accelerator = Accelerator(log_with=args.report_to or None, project_dir=args.output_dir)
+    # bf16 compute under autocast with fp32 trainable weights (docs/training.md, "Precision")
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision(model_args),
+        log_with=args.report_to or None,
+        project_dir=args.output_dir,
+    )
     set_seed(args.seed)
+    config = to_dict(model_args, data_args, task_args, args)
+    # output_dir / --resume / --overwrite_output_dir are settled before anything is loaded or written
+    resume_from = prepare_output_dir(args, config, accelerator.is_main_process)
+    if resume_from is not None:
+        args.resume = str(resume_from)
+    accelerator.wait_for_everyone()
 
     policy = load_policy(model_args)
     policy.think_template = args.think_template
     records = load_split(data_args, "train")
+    grounding = []
+    if args.grounding_annotations:
+        grounding = load_split(replace(data_args, train_annotations=args.grounding_annotations), "train")
     templates, sampling = load_templates(task_args), data_args.sampling()
+    nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     rng = np.random.default_rng(args.seed)
 
     def build_instance(record, task):
@@ -53,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             model=model_args.model_name_or_path,
             dataset=data_args.train_annotations,
-            config=to_dict(model_args, data_args, task_args, args),
+            config=config,
+            **({"resumed_from": str(resume_from)} if resume_from is not None else {}),
         )
     trainer = SFTTrainer(
         policy,
@@ -63,11 +83,11 @@ def main(argv: list[str] | None = None) -> None:
         accelerator,
         frame_cache=frame_cache(data_args),
         max_bad_video_fraction=data_args.max_bad_video_fraction,
+        grounding_records=grounding,
     )
     trainer.train()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(trainer.model).save_pretrained(f"{args.output_dir}/final")
-        policy.processor.save_pretrained(f"{args.output_dir}/final")
+        save_final(accelerator.unwrap_model(trainer.model), policy.processor, args.output_dir, trainer.step)
     accelerator.end_training()
 
 
@@ -75,4 +95,4 @@ if __name__ == "__main__":
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    main(sys.argv[1:])
+    run_main(main, sys.argv[1:])

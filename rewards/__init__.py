@@ -29,12 +29,14 @@ from rewards.registry import (
 
 # Built-ins register themselves on import; keep these after the registry import.
 from rewards.grounding import FormatReward, IoUReward, parse_span, temporal_iou  # isort: skip
+from rewards.grounding import SPAN_PARSERS, parse_span_time_r1  # isort: skip
 from rewards.verbs import ActionRecognitionReward, VerbCompletionReward, VideoDescriptionReward  # isort: skip
 from rewards.cosine import CosineReward, EmbeddingsUnavailable  # isort: skip
 from rewards.composite import Invert4TVGReward, RewardBreakdown, components  # isort: skip
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "SPAN_PARSERS",
     "ActionRecognitionReward",
     "ColumnLengthError",
     "ColumnValueError",
@@ -62,6 +64,7 @@ __all__ = [
     "has_valid_format",
     "nlp",
     "parse_span",
+    "parse_span_time_r1",
     "register",
     "reload_entry_points",
     "temporal_iou",

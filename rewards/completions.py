@@ -46,12 +46,50 @@ def _content_text(content: Any) -> str:
     raise TypeError(f"message content must be a str or a list of parts, got {type(content).__name__}")
 
 
+def has_answer_only_format(text: str) -> bool:
+    """Same result as ``re.fullmatch(r"<answer>.*?</answer>", text.strip(), re.DOTALL)``, in linear time.
+
+    The format the public Invert4TVG code scores its inversion tasks with (no think block required).
+    """
+    text = text.strip()
+    return (
+        len(text) >= len("<answer></answer>") and text.startswith("<answer>") and text.endswith("</answer>")
+    )
+
+
 def answer_text(text: str) -> str | None:
-    """The content of the last ``<answer>...</answer>`` block (as ``re.findall(...)[-1]``), or None."""
-    if "</answer>" not in text:  # the common malformed case, without running the pattern
+    """The content of the last ``<answer>...</answer>`` block (as ``ANSWER_PATTERN.findall(text)[-1]``), or None.
+
+    Scanned with ``str.find`` in linear time: the pattern itself is quadratic, because every ``<answer>`` with no
+    ``</answer>`` after it rescans the rest of the text (``"</answer>" + "<answer>" * k`` took 11 s at 150 KB).
+    """
+    return _last_block(text, "<answer>", "</answer>")
+
+
+def first_answer_text(text: str) -> str | None:
+    """The content of the first ``<answer>...</answer>`` block (``ANSWER_PATTERN.search``), or None.
+
+    What the public Invert4TVG code reads for verb completion; the rewards here read the last block.
+    """
+    start = text.find("<answer>")
+    if start < 0:
         return None
-    blocks = ANSWER_PATTERN.findall(text)
-    return blocks[-1] if blocks else None
+    end = text.find("</answer>", start + len("<answer>"))
+    return None if end < 0 else text[start + len("<answer>") : end]
+
+
+def _last_block(text: str, open_tag: str, close_tag: str) -> str | None:
+    """The last of the non-overlapping, leftmost ``open_tag ... close_tag`` blocks that ``re.findall`` finds."""
+    last, pos = None, 0
+    while True:
+        start = text.find(open_tag, pos)
+        if start < 0:
+            return last
+        end = text.find(close_tag, start + len(open_tag))
+        if end < 0:  # no block closes after this opening tag, so none after any later one either
+            return last
+        last = text[start + len(open_tag) : end]
+        pos = end + len(close_tag)
 
 
 def has_valid_format(text: str) -> bool:

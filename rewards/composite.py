@@ -4,6 +4,8 @@ Per sample, by its ``task`` column: ``w_format * format + w_iou * iou`` for "tvg
 ``w_format * format + w_task * r_task`` for an inversion task ("vc", "ar", "vd"). With every weight at 1 (the
 default) this is the paper's reward. ``inversion="cosine"`` swaps the binary inversion rewards for the cosine ones
 (Table 3 ablation); ``task_rewards`` maps any task to any registered reward (a plugin, or a task of your own).
+``inversion_format="answer_only"`` scores the inversion samples' format as the public Invert4TVG code does
+(``<answer>...</answer>`` alone) instead of the paper's think + answer template (eq. 11, the default).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from rewards.errors import ColumnLengthError, MissingColumnError, RewardError, R
 TASK_SLOTS = {"tvg": "iou", "vc": "vc", "ar": "ar", "vd": "vd"}
 DEFAULT_WEIGHTS = {"format": 1.0, "iou": 1.0, "vc": 1.0, "ar": 1.0, "vd": 1.0}
 INVERSIONS = ("binary", "cosine")
+# Format of the inversion tasks' samples: the paper's think + answer template (eq. 11), or the answer-only format
+# the public Invert4TVG code scores them with.
+INVERSION_FORMATS = ("think_answer", "answer_only")
+INVERSION_TASKS = ("vc", "ar", "vd")
 
 RewardFn = Callable[..., list[float | None]]
 
@@ -51,11 +57,15 @@ class Invert4TVGReward:
         iou_clip: bool = False,
         embedder: Any = None,
         on_error: str = "raise",
+        inversion_format: str = "think_answer",
     ) -> None:
         self.on_error = check_policy(on_error)
         if inversion not in INVERSIONS:
             raise ValueError(f"inversion must be one of {INVERSIONS}, got {inversion!r}")
+        if inversion_format not in INVERSION_FORMATS:
+            raise ValueError(f"inversion_format must be one of {INVERSION_FORMATS}, got {inversion_format!r}")
         self.inversion = inversion
+        self.inversion_format = inversion_format
         mapping: dict[str, str | RewardFn] = {"tvg": "iou"}
         mapping.update({t: ("cosine" if inversion == "cosine" else t) for t in ("vc", "ar", "vd")})
         mapping.update(task_rewards or {})
@@ -68,6 +78,7 @@ class Invert4TVGReward:
                 raise ValueError(f"unknown reward weight {key!r}; known: {', '.join(sorted(self.weights))}")
             self.weights[key] = float(value)
         self.format = self._make("format", {})
+        self.answer_format = self._make("answer_format", {})
         options = {
             "iou": {"clip": iou_clip},
             "cosine": {"embedder": embedder} if embedder is not None else {},
@@ -91,10 +102,14 @@ class Invert4TVGReward:
     @property
     def errors(self) -> int:
         """Samples scored 0 by a component under ``on_error="zero"``."""
-        return sum(getattr(r, "errors", 0) for r in (self.format, *self.task_rewards.values()))
+        parts = (self.format, self.answer_format, *self.task_rewards.values())
+        return sum(getattr(r, "errors", 0) for r in parts)
 
     def __repr__(self) -> str:
-        return f"Invert4TVGReward(weights={self.weights}, inversion={self.inversion!r}, on_error={self.on_error!r})"
+        return (
+            f"Invert4TVGReward(weights={self.weights}, inversion={self.inversion!r}, "
+            f"inversion_format={self.inversion_format!r}, on_error={self.on_error!r})"
+        )
 
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float | None]:
         return list(self.score(completions, **columns).total)
@@ -113,6 +128,12 @@ class Invert4TVGReward:
                     self.name, f"sample {i}: unknown task {task!r}; known: {', '.join(self.task_rewards)}"
                 )
         components: dict[str, list[float | None]] = {"format": self.format(completions, **columns)}
+        if self.inversion_format == "answer_only":
+            inverse = [i for i in range(n) if tasks[i] in INVERSION_TASKS]
+            if inverse:
+                answer_only = _call_subset(self.answer_format, inverse, completions, columns)
+                for i, value in zip(inverse, answer_only):
+                    components["format"][i] = value
         for task, reward in self.task_rewards.items():
             indices = [i for i in range(n) if tasks[i] == task]
             scores: list[float | None] = [None] * n

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from rewards.base import Columns, Reward
-from rewards.completions import answer_text, has_valid_format
+from rewards.completions import answer_text, has_answer_only_format, has_valid_format
 from rewards.errors import ColumnValueError
 from rewards.registry import register
 
@@ -16,6 +16,13 @@ from rewards.registry import register
 SPAN_PATTERN = re.compile(
     r"(?<![0-9.\-])([0-9]+(?:\.[0-9]*)?)\s+(?:to|and)\s+([0-9]+(?:\.[0-9]*)?)", re.IGNORECASE
 )
+
+# Time-R1's evaluation pattern (evaluate.py, extract_answer: ``(\d+\.?\d*) (to|and) (\d+\.?\d*)``, exactly one
+# ASCII space each side of a lower-case "to" / "and", Unicode digits, no sign check), made linear: that pattern is
+# quadratic on a long digit run. The same matches (checked on random text in the tests): a match never starts right
+# after a digit (the scan would have started one digit earlier), and only the longest number can be followed by the
+# space, so the first number may be atomic.
+TIME_R1_SPAN_PATTERN = re.compile(r"(?<!\d)((?>\d+\.?\d*)) (to|and) (\d+\.?\d*)")
 
 Span = tuple[float, float]
 
@@ -38,6 +45,25 @@ def parse_span(text: str, *, require_answer: bool = True) -> Span | None:
     if not (math.isfinite(start) and math.isfinite(end)) or start > end:
         return None
     return start, end
+
+
+def parse_span_time_r1(text: str) -> Span | None:
+    """The span as Time-R1's public evaluation reads it, for reproducing published numbers exactly.
+
+    The last "A to B" / "A and B" (one ASCII space each side, lower-case "to" / "and") *anywhere* in the output:
+    inside or outside the answer block, in the think block, with unclosed or differently-cased tags. A reversed span
+    is returned as it is (its IoU is 0 either way). None when nothing matches.
+    """
+    last = None
+    for last in TIME_R1_SPAN_PATTERN.finditer(text):  # noqa: B007 (only the last match is used)
+        pass
+    if last is None:
+        return None
+    return float(last.group(1)), float(last.group(3))
+
+
+# Evaluation parsers by name (``invert4tvg eval --parser``). "answer" is the ``iou`` reward's own parser.
+SPAN_PARSERS = {"answer": parse_span, "time-r1": parse_span_time_r1}
 
 
 def temporal_iou(a: Span, b: Span) -> float:
@@ -64,12 +90,28 @@ class FormatReward(Reward):
         return 1.0 if has_valid_format(text) else 0.0
 
 
+@register("answer_format")
+class AnswerFormatReward(Reward):
+    """1 when the stripped completion is exactly ``<answer>...</answer>``, else 0.
+
+    The public Invert4TVG code scores its inversion tasks with this format (its VC prompt asks for no think
+    block); the paper's eq. 11 uses ``format``. ``Invert4TVGReward(inversion_format="answer_only")`` uses it.
+    """
+
+    name = "answer_format"
+
+    def score_one(self, i: int, text: str, cols: Columns, prepared: Any) -> float:
+        return 1.0 if has_answer_only_format(text) else 0.0
+
+
 @register("iou")
 class IoUReward(Reward):
     """Temporal IoU between the parsed answer and ``[start, end]`` (eq. 8); 0 when the answer does not parse.
 
-    ``clip=True`` clips the prediction to ``[0, duration]`` first (needs the ``duration`` column); the default
-    does not, as in the public Time-R1 / Invert4TVG code.
+    ``clip=True`` clips the prediction *and the ground truth* to ``[0, duration]`` first (needs the ``duration``
+    column): real annotations end past the video (562 of Charades-STA's 3,720 test spans), and clipping only the
+    prediction would cap a perfect answer below 1. The default clips neither, as in the public Time-R1 / Invert4TVG
+    code.
     """
 
     name = "iou"
@@ -92,5 +134,10 @@ class IoUReward(Reward):
             return 0.0
         if self.clip:
             duration = cols.number("duration", i)
-            span = (min(max(span[0], 0.0), duration), min(max(span[1], 0.0), duration))
+            span = _clip(span, duration)
+            start, end = _clip((start, end), duration)
         return temporal_iou(span, (start, end))
+
+
+def _clip(span: Span, duration: float) -> Span:
+    return min(max(span[0], 0.0), duration), min(max(span[1], 0.0), duration)

@@ -1,8 +1,10 @@
 """Rewards of the three inversion tasks (seed paper eqs. 5-7): verb completion, action recognition, description.
 
 All compare verb *lemmas* (so "closes", "closed" and "closing" all match "close"), read with the NLP backend of
-``rewards.nlp``. The answer is the content of the last ``<answer>`` block; no block scores 0. A one-word answer
-("Walk.", "[closes]") is lemmatized as a verb whatever the tagger would make of a lone word.
+``rewards.nlp``. Only action verbs count: an aspectual verb before another verb ("begins sneezing") is neither a
+target nor an answer verb (``rewards.nlp.action_verb_lemmas``; ``set_aspectual_verbs([])`` counts every verb).
+The answer is the content of the last ``<answer>`` block; no block scores 0. A one-word answer ("Walk.",
+"[closes]") is lemmatized as a verb whatever the tagger would make of a lone word.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Prepared:
 
 def answer_verbs(answers: Sequence[str]) -> list[list[str]]:
     """Verb lemmas of each answer; a one-word answer is read as a verb (its lemma first)."""
-    found = nlp.verb_lemmas(answers)
+    found = nlp.action_verb_lemmas(answers)
     out = []
     for answer, lemmas in zip(answers, found):
         match = _ONE_WORD.match(answer)
@@ -46,7 +48,7 @@ def answer_verbs(answers: Sequence[str]) -> list[list[str]]:
 
 def masked_verbs_of(query: str, masked_query: str) -> list[str]:
     """The verbs a masked query hides: the query's verbs minus those still in the masked query (as multisets)."""
-    full, kept = nlp.verb_lemmas([query, masked_query])
+    full, kept = nlp.action_verb_lemmas([query, masked_query])
     return list((Counter(full) - Counter(kept)).elements())
 
 
@@ -65,8 +67,8 @@ def masked_references(reward: str, indices: list[int], cols: Columns) -> dict[in
         raise MissingColumnError(reward, f"masked_verbs (or query and masked_query; {missing} is missing)")
     queries = _texts(indices, cols, "query", out)
     masked = _texts(list(queries), cols, "masked_query", out)
-    full = nlp.verb_lemmas([queries[i] for i in masked])
-    kept = nlp.verb_lemmas(list(masked.values()))
+    full = nlp.action_verb_lemmas([queries[i] for i in masked])
+    kept = nlp.action_verb_lemmas(list(masked.values()))
     for i, f, k in zip(masked, full, kept):
         out[i] = list((Counter(f) - Counter(k)).elements())
     return out
@@ -115,7 +117,7 @@ class VerbReward(Reward):
         """
         out: dict[int, Any] = {}
         queries = _texts(indices, cols, "query", out)
-        out.update(zip(queries, nlp.verb_lemmas(list(queries.values()))))
+        out.update(zip(queries, nlp.action_verb_lemmas(list(queries.values()))))
         return out
 
     @staticmethod

@@ -126,7 +126,7 @@ def test_tvg_json_and_activitynet(tmp_path: Path) -> None:
     assert result.report["skipped_by_reason"] == {
         "duplicate_id": 1,
         "invalid_duration": 1,
-        "malformed": 2,
+        "malformed": 3,  # v_mismatch held 2 samples, v_badstamp 1
         "missing_duration": 1,
         "negative_start": 1,
     }

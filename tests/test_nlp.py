@@ -53,7 +53,7 @@ def test_labelled_test_set_has_the_hard_words():
     assert {"cup", "light", "drink", "watch", "dress"} <= gold  # ... and each also used as a verb somewhere
 
 
-@pytest.mark.parametrize("name", ["test", "challenge"])
+@pytest.mark.parametrize("name", ["test", "challenge", "edge", "edge_heldout"])
 def test_precision_and_recall(name):
     precision, recall, misses = precision_recall(load_set(name))
     assert precision >= 0.95 and recall >= 0.95, misses

@@ -235,6 +235,8 @@ def test_grpo_run_survives_a_killed_worker_with_the_same_data(
     )
     assert calm.restarts == 0 and hit.restarts == 1
     assert [r["step"] for r in hit_rows] == [1, 2, 3]
+    # the pool's counters reach the step log (docs/training.md lists rollout/restarts)
+    assert [r["rollout/restarts"] for r in calm_rows] == [0, 0, 0] and hit_rows[-1]["rollout/restarts"] == 1
 
     def steady(row):  # everything but wall-clock measurements and the rollout pool's own counters
         return {

@@ -2,9 +2,13 @@
 
 Adding an engine = adding its name to ``ENGINES`` (and, if it needs them, options in ``_build``). Engines that
 cannot run here are skipped with the reason; on a CUDA machine with ``pip install invert4tvg[vllm]`` the vLLM
-engines run the same tests. What "the same as the trainer" means is checked directly: the engine's per-token
-log-probabilities must equal ``Policy.completion_logprobs`` on the same tokens, with the same video tensors and
-timing, which a wrong fps would break (``test_video_timing_reaches_the_logprobs``).
+engines run the same tests. Everywhere else ``fake-vllm`` and ``fake-ray-vllm`` run the vLLM engines' code
+against the fake vLLM of ``tests/fakes/vllm`` (vLLM 0.32.0's signatures and the behaviours that break engines:
+msgpack serialisation of RPC arguments, greedy ``n > 1`` rejected, a stale encoder cache).
+
+What "the same as the trainer" means is checked directly: the engine's per-token log-probabilities must equal
+``Policy.completion_logprobs`` on the same tokens, with the same video tensors and timing, which a wrong fps would
+break (``test_video_timing_reaches_the_logprobs``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
+from vllm_fakes import fake_vllm, ray_sees_fake_vllm, real_vllm_installed
 
 from invert4tvg.builders import build_engine
 from invert4tvg.config import ModelArguments
@@ -27,7 +32,7 @@ from invert4tvg.policy.processing import processor_inputs, vision_token_ids
 from invert4tvg.rollout.base import RolloutEngine, RolloutRequest, SamplingParams, StaleWeightsError
 from invert4tvg.rollout.hf import _eos_ids
 
-ENGINES = ("hf", "ray-hf", "vllm", "ray-vllm")
+ENGINES = ("hf", "ray-hf", "vllm", "ray-vllm", "fake-vllm", "fake-ray-vllm")
 QUESTIONS = ("When does the red circle grow?", "What happens first?", "Describe the video.")
 
 
@@ -54,6 +59,14 @@ class Case:
 
 def _build(name: str, policy: Policy, args: ModelArguments) -> tuple[RolloutEngine, float]:
     vllm_options = {"gpu_memory_utilization": 0.3, "dtype": "float32", "enforce_eager": True}
+    if name == "fake-vllm":
+        with fake_vllm():
+            return build_engine("vllm", policy, model_args=args, seed=0, **vllm_options), 1e-4
+    if name == "fake-ray-vllm":
+        engine = build_engine(
+            "ray-vllm", policy, model_args=args, workers=1, gpus_per_worker=0, vllm_options=vllm_options
+        )
+        return engine, 1e-4
     if name == "hf":
         return build_engine("hf", policy), 1e-4
     if name == "ray-hf":
@@ -73,11 +86,25 @@ def policy(model_args) -> Policy:
     return load_policy(model_args)
 
 
+@pytest.fixture(scope="module")
+def ray_fake_path() -> Iterator[bool]:
+    with ray_sees_fake_vllm() as visible:
+        yield visible
+
+
+@pytest.fixture(scope="module")
+def ray_session(ray_fake_path, ray_session):
+    """The conftest's Ray, started with the fake vLLM visible to its workers (only where no real vLLM is)."""
+    return ray_session
+
+
 @pytest.fixture(scope="module", params=ENGINES)
 def case(request, policy, model_args) -> Iterator[Case]:
-    if request.param.endswith("vllm") and (reason := _vllm_missing()):
+    if request.param in ("vllm", "ray-vllm") and (reason := _vllm_missing()):
         pytest.skip(reason)
-    if request.param.startswith("ray-"):
+    if request.param == "fake-ray-vllm" and real_vllm_installed():
+        pytest.skip("the real vLLM is installed: Ray workers import it, and ray-vllm runs the suite for real")
+    if "ray-" in request.param:
         request.getfixturevalue("ray_session")
     engine, atol = _build(request.param, policy, model_args)
     yield Case(request.param, engine, policy, atol)

@@ -6,14 +6,14 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from invert4tvg.compare import SETTINGS
+    from invert4tvg.compare import SETTINGS, TESTBEDS
 
     parser = subparsers.add_parser(
         "compare",
         help="the paper's comparison at laptop scale (what `make compare` runs)",
-        description="From one shared SFT warm start, train every setting with GRPO on the synthetic benchmark with "
-        "the same budget and several seeds, evaluate each on the test split, and write the report. Finished runs "
-        "are kept, so an interrupted comparison continues.",
+        description="From one shared warm start, train every setting with GRPO on a synthetic testbed with the "
+        "same budget and several seeds, evaluate each (and the warm start) on the test split, and write the report "
+        "with paired bootstrap CIs. Finished runs are kept, so an interrupted comparison continues.",
     )
     parser.add_argument("--out", default="runs/compare", help="where the runs go (default: runs/compare)")
     parser.add_argument("--report", default="docs/results/compare", help="where the report goes")
@@ -21,7 +21,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--steps", type=int, default=200, help="GRPO steps per run (default: 200)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default: 2)")
-    parser.add_argument("--num-videos", type=int, default=600)
+    parser.add_argument(
+        "--num-videos", type=int, default=None, help="benchmark size (default: the testbed's, 600)"
+    )
+    parser.add_argument(
+        "--testbed",
+        default="lookalike",
+        choices=list(TESTBEDS),
+        help="lookalike (default): where action understanding matters for grounding; demo: the demo's benchmark",
+    )
     parser.set_defaults(func=run)
 
 
@@ -29,7 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from invert4tvg.compare import run_compare
 
     path = run_compare(
-        args.out, args.report, tuple(args.seeds), tuple(args.settings), args.steps, args.jobs, args.num_videos
+        args.out,
+        args.report,
+        tuple(args.seeds),
+        tuple(args.settings),
+        args.steps,
+        args.jobs,
+        args.num_videos,
+        args.testbed,
     )
     print(f"report: {path}")
     return 0

@@ -16,8 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "check",
         help="validate an annotation file and print a JSON summary",
         description="Read a dataset with the checks training applies and print a JSON summary on stdout: "
-        "records, skipped samples with file, line/key and reason, counts per reason, clipped spans. Exits 1 when "
-        "any sample was rejected, 2 when the file cannot be read at all.",
+        "records, skipped samples with file, line/key and reason, counts per reason, clipped spans, and (with "
+        "--video-dir or video paths in the annotations) every video that cannot be decoded. Exits 1 when any "
+        "sample was rejected or any video is unreadable, 2 when the file cannot be read at all.",
     )
     check.add_argument("--format", required=True, choices=FORMAT_CHOICES, help="annotation format")
     check.add_argument("--annotations", required=True, help="annotation file")
@@ -30,10 +31,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     check.add_argument("--video-dir", default=None, help="directory of video files; missing files are errors")
     check.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="only check that video files exist; skip decoding each one (decoding costs about one read of every "
+        "video, the only way to find truncated or corrupt files before training does)",
+    )
+    check.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="videos decoded at once (default: 2; FFmpeg threads within each)",
+    )
+    check.add_argument(
         "--tolerance",
         type=float,
         default=None,
         help="seconds a span may overshoot the video and be clipped instead of rejected (default: 1.0)",
+    )
+    check.add_argument(
+        "--overshoot",
+        choices=("drop", "clip", "keep"),
+        default="drop",
+        help="spans that end after the video: drop (training's default: clip up to --tolerance, reject more), "
+        "clip (clip all), keep (as published: what evaluation does). Counted under 'overshoot' in any case",
     )
     check.set_defaults(func=run)
 
@@ -51,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             video_dir=args.video_dir,
             on_error="skip",
             tolerance=tolerance,
+            overshoot=args.overshoot,
         )
     except (DataError, OSError) as err:
         where = {"file": getattr(err, "file", args.annotations), "where": getattr(err, "where", "file")}
@@ -66,12 +87,62 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 2
-    print(json.dumps(result.report, indent=2))
     report = result.report
+    unreadable = [] if args.no_decode else check_videos(result.records, report, args.workers)
+    print(json.dumps(report, indent=2))
+    over = report["overshoot"]
+    if over["spans_past_end"] or over["dropped"]:
+        print(
+            f"{over['spans_past_end'] + over['dropped']} span(s) end after their video (up to "
+            f"{over['max_seconds_past_end']:g} s; {over['spans_past_end_beyond_tolerance'] + over['dropped']} by "
+            f"more than {over['tolerance']:g} s): --overshoot {over['policy']} clipped {over['clipped']}, dropped "
+            f"{over['dropped']}, kept {over['kept_as_published']} as published; evaluation keeps them all",
+            file=sys.stderr,
+        )
     if report["skipped"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in report["skipped_by_reason"].items())
         print(
             f"{report['skipped']} sample(s) rejected ({reasons}); {report['records']} usable", file=sys.stderr
         )
-        return 1
-    return 0
+    for bad in unreadable:
+        print(
+            f"unreadable video {bad['video']} ({bad['samples']} sample(s)): {bad['reason']}", file=sys.stderr
+        )
+    if unreadable:
+        print(
+            f"{len(unreadable)} of {report['videos_decoded']} video(s) cannot be decoded: re-encode them "
+            "(ffmpeg -i IN -c:v libx264 OUT.mp4) or remove their samples",
+            file=sys.stderr,
+        )
+    return 1 if report["skipped"] or unreadable else 0
+
+
+def check_videos(records, report: dict, workers: int) -> list[dict]:
+    """Decode every distinct video the records use; add ``videos_decoded`` and ``unreadable_videos`` to
+    ``report`` and return the unreadable ones (file, reason, samples that use it)."""
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from invert4tvg.data.video import VideoDecodeError
+    from invert4tvg.data.video_check import verify_video
+
+    uses = Counter(r.video for r in records if r.video)
+    if not uses:
+        report["videos_decoded"] = 0
+        report["unreadable_videos"] = []
+        if records:
+            print("videos not checked: no --video-dir and no video paths in the annotations", file=sys.stderr)
+        return []
+
+    def check(path: str) -> dict | None:
+        try:
+            verify_video(path)
+        except VideoDecodeError as err:
+            return {"video": path, "reason": err.reason, "samples": uses[path]}
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PyAV decodes without the GIL
+        unreadable = [bad for bad in pool.map(check, sorted(uses)) if bad is not None]
+    report["videos_decoded"] = len(uses)
+    report["unreadable_videos"] = unreadable
+    return unreadable

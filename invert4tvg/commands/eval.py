@@ -31,6 +31,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--tasks", default="vc,ar,vd", help="action-understanding tasks to run ('' for none)")
     parser.add_argument("--strict", action="store_true", help="R1@m counts IoU > m (Time-R1) instead of >= m")
+    parser.add_argument(
+        "--parser",
+        choices=("answer", "time-r1"),
+        default="answer",
+        help="how the predicted span is read: answer (default: the last 'A to B' in the last <answer> block, as the "
+        "iou reward reads it) or time-r1 (Time-R1's public evaluation: the last 'A to B' anywhere in the output). "
+        "Numbers from the two are not comparable; metrics.json records the parser",
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument(
         "--backend",
@@ -51,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from invert4tvg.config import DataArguments, ModelArguments, TaskArguments, parse_config
     from invert4tvg.eval.runner import evaluate
     from invert4tvg.policy.loading import load_policy
+    from rewards import nlp
 
     argv = ["--config", args.config] if args.config else []
     model_args, data_args, task_args = parse_config(
@@ -66,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             setattr(data_args, field, getattr(args, field))
     if args.annotations:
         setattr(data_args, f"{args.split}_annotations", args.annotations)
-    records = load_split(data_args, args.split)[: args.max_samples]
+    records = load_split(data_args, args.split)[: args.max_samples]  # val/test: ground truth as published
+    nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # as in training: the VC mask and the verb rewards
     policy = load_policy(model_args, for_training=False)
     config = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
     backend = args.backend or config.get("rollout_backend") or "hf"
@@ -84,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             max_tokens=args.max_new_tokens,
             strict=args.strict,
+            parser=args.parser,
             frame_cache=frame_cache(data_args),
             metadata={
                 "model": args.model,
@@ -97,5 +108,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     keys = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "VC", "AR", "VD")
-    print(" ".join(f"{k}={metrics[k]:.1f}" for k in keys if metrics.get(k) is not None))
+    print(
+        " ".join(f"{k}={metrics[k]:.1f}" for k in keys if metrics.get(k) is not None)
+        + f" (parser {metrics['parser']}, {metrics['counts']['samples']} queries, "
+        f"{metrics['counts']['gt_past_video_end']} ground-truth spans past the video's end)"
+    )
     return 0

@@ -24,6 +24,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--vis-runs", type=int, default=6, help="settings drawn per item, at most (default 6)"
     )
     parser.add_argument("--thumbnails", type=int, default=8, help="frame thumbnails per item (default 8)")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        help="setting the others are compared with (repeatable), query by query, with 95%% bootstrap CIs "
+        "(default: time_r1 when present, else the first setting)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -39,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             vis_runs=args.vis_runs,
             n_thumbs=args.thumbnails,
             title=args.title,
+            references=args.reference,
         )
     except ValueError as err:
         print(f"invert4tvg report: {err}")

@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preset",
         default="charades",
-        choices=("charades", "tiny", "demo"),
+        choices=("charades", "tiny", "demo", "lookalike"),
         help="starting configuration (default: charades)",
     )
     parser.add_argument(

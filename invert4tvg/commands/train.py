@@ -28,5 +28,8 @@ def run(args: argparse.Namespace) -> int:
     recipe_args = [a for a in args.extra_args if a != "--"]
     if "--config" not in recipe_args:
         raise SystemExit("invert4tvg train: give --config FILE.yaml (see recipes/configs/)")
-    load_recipe("sft_warmstart" if args.sft else "grpo_qwen25vl").main(recipe_args)
+    from invert4tvg.grpo.stops import run_main
+
+    # SIGINT / SIGTERM: a checkpoint, one line saying how to resume, exit 130 / 143 (docs/training.md)
+    run_main(load_recipe("sft_warmstart" if args.sft else "grpo_qwen25vl").main, recipe_args)
     return 0

@@ -78,8 +78,9 @@ class FrameCache:
         except FileNotFoundError:
             self.misses += 1
             return None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-            # A damaged entry (disk full mid-copy, manual edits) is a miss, and goes so it is rewritten.
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            # A damaged entry (disk full mid-copy, manual edits; a zero-byte file raises EOFError) is a miss, and
+            # goes so it is rewritten.
             log.warning("dropping unreadable frame-cache entry %s: %s", path, err)
             path.unlink(missing_ok=True)
             self.misses += 1

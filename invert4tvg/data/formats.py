@@ -28,9 +28,11 @@ import datasets
 from invert4tvg.data.records import GroundingRecord, to_dataset
 from invert4tvg.data.validation import (
     DEFAULT_TOLERANCE,
+    OVERSHOOT_POLICIES,
     REASONS,
     DataError,
     OnError,
+    Overshoot,
     Raw,
     Validator,
     VideoIndex,
@@ -114,13 +116,21 @@ def _tvg_json(path: Path, v: Validator) -> None:
     for vid, entry in data.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("timestamps"), list):
             v.reject(
-                {"key": vid}, "malformed", "expected {'duration', 'timestamps': [...], 'sentences': [...]}"
+                {"key": vid},
+                "malformed",
+                "expected {'duration', 'timestamps': [...], 'sentences': [...]}",
+                samples=_entry_size(entry),
             )
             continue
         stamps, sentences = entry["timestamps"], entry.get("sentences")
         if not isinstance(sentences, list) or len(sentences) != len(stamps):
             n = len(sentences) if isinstance(sentences, list) else "no"
-            v.reject({"key": vid}, "malformed", f"{len(stamps)} timestamps but {n} sentences")
+            v.reject(
+                {"key": vid},
+                "malformed",
+                f"{len(stamps)} timestamps but {n} sentences",
+                samples=_entry_size(entry),
+            )
             continue
         for i, (stamp, sentence) in enumerate(zip(stamps, sentences)):
             where = {"key": vid, "index": i}
@@ -129,6 +139,14 @@ def _tvg_json(path: Path, v: Validator) -> None:
                 v.reject(where, "malformed", f"timestamp must be [start, end], got {stamp!r}")
                 continue
             v.add(Raw(where, f"{vid}_{i}", vid, span[0], span[1], sentence, entry.get("duration")))
+
+
+def _entry_size(entry: Any) -> int:
+    """Samples a rejected video entry held: its longest list of timestamps or sentences (at least 1)."""
+    if not isinstance(entry, dict):
+        return 1
+    sizes = [len(entry[k]) for k in ("timestamps", "sentences") if isinstance(entry.get(k), list)]
+    return max([1, *sizes])
 
 
 def _qvhighlights(path: Path, v: Validator) -> None:
@@ -270,6 +288,7 @@ def load_records(
     on_error: OnError = "raise",
     source: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    overshoot: Overshoot = "drop",
 ) -> LoadResult:
     """Read ``annotations`` in format ``fmt`` into records, checking every sample.
 
@@ -277,11 +296,15 @@ def load_records(
     line or key and reason; ``"skip"`` drops bad samples and counts them in ``report`` by reason. A file that
     cannot be read at all raises either way. ``video_dir`` resolves video files (``<id>.mp4`` and the other usual
     extensions, searched recursively); without it records keep ``video=""`` unless the file names a path.
+    ``overshoot`` decides what happens to spans that leave the video (drop | clip | keep, see
+    :mod:`invert4tvg.data.validation`); the report's ``overshoot`` section counts them either way.
     """
     if fmt not in _LOADERS:
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if overshoot not in OVERSHOOT_POLICIES:
+        raise ValueError(f"overshoot must be one of {', '.join(OVERSHOOT_POLICIES)}, got {overshoot!r}")
     path = Path(annotations)
     if not path.is_file():
         raise DataError(str(path), "file", "malformed", "annotation file not found")
@@ -297,6 +320,7 @@ def load_records(
         durations=load_durations(durations),
         videos=videos,
         tolerance=tolerance,
+        overshoot=overshoot,
     )
     loader(path, validator)
     report = {

@@ -55,7 +55,8 @@ class VideoDecodeError(Exception):
     """A video file is missing, truncated, corrupt, empty or in a codec that cannot be decoded.
 
     ``path`` is the file and ``reason`` what went wrong. Fix or re-encode the file (``ffmpeg -i IN -c:v libx264
-    OUT.mp4``), or drop its samples: ``invert4tvg data check --video-dir DIR`` lists the files it cannot find.
+    OUT.mp4``), or drop its samples: ``invert4tvg data check --video-dir DIR`` lists the files it cannot find or
+    decode.
     """
 
     def __init__(self, path: str, reason: str) -> None:

@@ -190,14 +190,23 @@ def metrics_from_predictions(rows: Sequence[Mapping[str, Any]], strict: bool = F
     return out
 
 
-def score_output(output: str, gt: Sequence[float]) -> tuple[tuple[float, float] | None, float]:
+PARSERS: tuple[str, ...] = ("answer", "time-r1")
+
+
+def score_output(
+    output: str, gt: Sequence[float], parser: str = "answer"
+) -> tuple[tuple[float, float] | None, float]:
     """Parse a model answer and score it against ``gt``: ``(pred span or None, IoU)``.
 
-    Uses the reward package's parser and IoU so evaluation and training read answers the same way.
+    ``parser="answer"`` (the default) is the ``iou`` reward's parser, so evaluation and training read answers the
+    same way; ``"time-r1"`` reads them as Time-R1's public evaluation does (the last "A to B" anywhere in the
+    output), to reproduce published numbers. The two give different numbers on the same outputs.
     """
-    from rewards import parse_span, temporal_iou
+    from rewards import SPAN_PARSERS, temporal_iou
 
-    pred = parse_span(output)
+    if parser not in SPAN_PARSERS:
+        raise ValueError(f"unknown parser {parser!r}; choose from {', '.join(SPAN_PARSERS)}")
+    pred = SPAN_PARSERS[parser](output)
     if pred is None:
         return None, 0.0
     return (float(pred[0]), float(pred[1])), float(temporal_iou(pred, (float(gt[0]), float(gt[1]))))

@@ -30,11 +30,14 @@ CURVE_PANELS: tuple[tuple[str, str, str], ...] = (
     ("kl", "KL to the reference policy", "KL"),
     ("completion_len", "completion length", "tokens"),
     ("eval/mIoU", "validation mIoU", "mIoU (%)"),
+    # Action understanding on the validation clips during RL (the paper's Figure 1, right).
+    ("eval/VC", "validation VC accuracy", "accuracy (%)"),
+    ("eval/AR", "validation AR accuracy", "accuracy (%)"),
+    ("eval/VD", "validation VD accuracy", "accuracy (%)"),
 )
-SPARSE_KEYS = frozenset({"reward/vc", "reward/ar", "reward/vd", "eval/mIoU"})
-UNSMOOTHED_KEYS = frozenset(
-    {"eval/mIoU"}
-)  # validation results are measurements, not noisy per-step estimates
+EVAL_KEYS = frozenset({"eval/mIoU", "eval/VC", "eval/AR", "eval/VD"})
+SPARSE_KEYS = frozenset({"reward/vc", "reward/ar", "reward/vd"}) | EVAL_KEYS
+UNSMOOTHED_KEYS = EVAL_KEYS  # validation results are measurements, not noisy per-step estimates
 MAX_BINS = 40
 
 

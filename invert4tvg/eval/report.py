@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from invert4tvg.eval.bootstrap import differences_section, write_differences
 from invert4tvg.eval.metrics import ACTION_KEYS, GROUNDING_KEYS, METRIC_KEYS, SeedStats, aggregate_metrics
 from invert4tvg.eval.paper import PaperEntry, entries_for_groups, load_paper_results, matching_entry
 from invert4tvg.eval.runs import RunGroup, RunResult, group_runs, load_dirs
@@ -70,6 +71,9 @@ def _metric_definition(runs: Sequence[RunResult]) -> list[str]:
         "with no readable span scores IoU 0 and stays in the denominator.",
         "VC / AR / VD: accuracy (percent) of verb completion, action recognition and video description on the "
         "ground-truth clips of the same test split (the paper's Figure 1 right). '–': not measured.",
+        "Parser (Runs table): how the span was read. answer: the last 'A to B' of the last <answer> block (the iou "
+        "reward's reading); time-r1: the last 'A to B' anywhere in the output (Time-R1's public evaluation). The "
+        "two give different numbers on the same outputs: compare runs read by the same parser.",
     ]
 
 
@@ -90,7 +94,8 @@ def _settings_section(groups: Sequence[RunGroup], entries: tuple[PaperEntry, ...
     for g, stats in zip(groups, all_stats):
         n = max(s.n for s in stats.values())
         cells = [
-            f"**{_cell(stats[k])}**" if stats[k].mean == best.get(k) else _cell(stats[k]) for k in METRIC_KEYS
+            f"**{_cell(stats[k])}**" if k in best and stats[k].mean == best[k] else _cell(stats[k])
+            for k in METRIC_KEYS
         ]
         row = [g.label, str(n), *cells]
         if show_paper:
@@ -146,12 +151,13 @@ def _runs_section(runs: Sequence[RunResult]) -> list[str]:
                 r.setting,
                 "–" if r.seed is None else str(r.seed),
                 *(_num(m.get(k)) for k in METRIC_KEYS),
+                r.parser or "–",
                 str(counts.get("samples", "–")),
                 str(counts.get("parse_failures", "–")),
                 r.metrics_source or "no results",
             ]
         )
-    header = ["run", "setting", "seed", *METRIC_KEYS, "samples", "parse failures", "metrics from"]
+    header = ["run", "setting", "seed", *METRIC_KEYS, "parser", "samples", "parse failures", "metrics from"]
     return ["## Runs", "", *_table(header, rows)]
 
 
@@ -230,8 +236,12 @@ def build_report(
     vis_runs: int = 6,
     n_thumbs: int = 8,
     title: str = "Invert4TVG evaluation report",
+    references: Sequence[str] = (),
 ) -> Report:
-    """Read ``inputs`` (any mix of run and evaluation directories) and write the report into ``out_dir``."""
+    """Read ``inputs`` (any mix of run and evaluation directories) and write the report into ``out_dir``.
+
+    ``references``: settings every other setting is compared with query by query (paired bootstrap CIs,
+    :mod:`invert4tvg.eval.bootstrap`); default Time-R1 when present, else the first setting."""
     from invert4tvg.eval import plots
     from invert4tvg.eval.visualize import visualize_grounding
 
@@ -293,6 +303,8 @@ def build_report(
         "",
     ]
     lines += [*_settings_section(groups, entries), ""]
+    differences = differences_section(groups, references)
+    lines += differences + ([""] if differences else [])
     lines += [*_runs_section([r for g in groups for r in g.runs]), ""]
     per_source = _per_source_section(runs)
     lines += per_source + ([""] if per_source else [])
@@ -329,6 +341,8 @@ def build_report(
     markdown.write_text("\n".join(lines).rstrip() + "\n")
     summary = out_dir / "summary.json"
     summary.write_text(json.dumps(_summary_json(groups, entries), indent=2) + "\n")
+    if len(groups) > 1:
+        write_differences(groups, out_dir / "differences.json", references)
     for note in notes:
         log.warning("%s", note)
     return Report(markdown, summary, made, html_page, groups, skipped, warnings + vis_warnings)

@@ -20,7 +20,7 @@ import rewards
 from invert4tvg.data.frames import VideoSampling
 from invert4tvg.data.records import GroundingRecord
 from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
-from invert4tvg.eval.metrics import grounding_metrics, metrics_from_predictions, score_output
+from invert4tvg.eval.metrics import PARSERS, grounding_metrics, metrics_from_predictions, score_output
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.tasks import NoVerbError, PromptTemplates, TaskInstance, TaskUnavailable, build_task_instance
@@ -78,8 +78,16 @@ def evaluate(
     metadata: dict[str, Any] | None = None,
     seed: int = 0,
     progress: bool = True,
+    parser: str = "answer",
 ) -> dict[str, Any]:
-    """Score ``records``; writes predictions and metrics to ``out_dir`` when given. Returns metrics.json's content."""
+    """Score ``records``; writes predictions and metrics to ``out_dir`` when given. Returns metrics.json's content.
+
+    ``parser`` reads the predicted span: "answer" (the ``iou`` reward's parser) or "time-r1" (Time-R1's public
+    evaluation, for reproducing published numbers); metrics.json records which. Ground-truth spans are scored as
+    given (loaded for evaluation, they are as published); those that end after the video are counted.
+    """
+    if parser not in PARSERS:
+        raise ValueError(f"unknown parser {parser!r}; choose from {', '.join(PARSERS)}")
     video_sampling = video_sampling or VideoSampling()
     templates = templates or PromptTemplates()
     sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
@@ -119,7 +127,7 @@ def evaluate(
     for record in records:
         if record.id not in answers:
             continue
-        pred, iou = score_output(answers[record.id], (record.start, record.end))
+        pred, iou = score_output(answers[record.id], (record.start, record.end), parser)
         row = {
             "id": record.id,
             "video": record.video,
@@ -139,7 +147,9 @@ def evaluate(
             f"{next(iter(skipped.items()), None)}"
         )
     metrics = metrics_from_predictions(rows, strict=strict)
+    metrics["parser"] = parser
     metrics["counts"].update({"skipped_videos": len(skipped), "records": len(records)})
+    metrics["counts"]["gt_past_video_end"] = sum(float(r["gt"][1]) > float(r["duration"]) for r in rows)
     metrics["counts"].update({f"{t}_unavailable": n for t, n in unavailable.items()})
     metrics["skipped"] = skipped
     metrics["metadata"] = dict(metadata or {})

@@ -29,6 +29,7 @@ GROUP_KEYS: tuple[str, ...] = (
     "invert_tasks",
     "reward",
     "strict",
+    "parser",
 )
 
 
@@ -69,6 +70,11 @@ class RunResult:
         return None if self.metrics is None else self.metrics.get("strict")
 
     @property
+    def parser(self) -> str | None:
+        """The span parser that produced the grounding numbers ("answer" when metrics.json predates the field)."""
+        return None if self.metrics is None else str(self.metrics.get("parser") or "answer")
+
+    @property
     def p(self) -> float | None:
         """TVG probability; a run that trains no inversion task has p = 1 even when it did not write it."""
         p = self.metadata.get("p")
@@ -103,6 +109,7 @@ class RunResult:
             "invert_tasks": self.invert_tasks,
             "reward": self.metadata.get("reward") if self.invert_tasks else None,
             "strict": self.strict,
+            "parser": self.parser,
         }
         return tuple((k, values[k]) for k in GROUP_KEYS)
 

@@ -2,14 +2,20 @@
 
 ``RUN/checkpoints/step_N/`` holds the model in ``save_pretrained`` layout (safetensors; only the adapters with LoRA)
 plus the processor, the optimizer and scheduler states, every process's RNG states, and ``trainer_state.json``
-(step, data position, task sampler, counters). A checkpoint is written to a temporary directory and renamed, so a
-crash mid-save never leaves a half checkpoint that ``--resume latest`` would pick.
+(step, data position, task sampler, counters), a copy of the run's ``metadata.json`` (the configuration a resume
+is checked against) and ``manifest.json`` (every file's size, written last). A checkpoint is written to a temporary
+directory and renamed, so a crash mid-save never leaves a half checkpoint that ``--resume latest`` would pick; one
+damaged later (a truncated or emptied file) fails the manifest check and ``latest`` falls back to the previous one.
+
+Nothing here is unpickled: optimizer, scheduler and RNG states are loaded with ``torch.load(weights_only=True)``
+(tensors and plain containers only), so a crafted checkpoint cannot run code on ``--resume``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import random
 import re
 import shutil
@@ -19,15 +25,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from invert4tvg.grpo.guards import check_parameters, disk_guard
+
 logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, damaged, or holding more than tensors."""
 
 
 def rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+    """Every RNG as tensors and plain numbers (loadable with ``weights_only=True``)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
         "torch": torch.random.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -36,11 +52,27 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.random.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def safe_load(path: Path) -> Any:
+    """``torch.load`` that only accepts tensors and plain containers; anything else is refused, never run."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds Python objects other than tensors and plain values, and "
+            "unpickling them could run arbitrary code. Only resume from checkpoints this version of invert4tvg "
+            f"wrote. ({str(err).splitlines()[0][:200]})"
+        ) from err
+    except (EOFError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"{path} is damaged or unreadable: {err}") from err
 
 
 def save_checkpoint(
@@ -57,33 +89,69 @@ def save_checkpoint(
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{step}"
     tmp = root / f".step_{step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    if accelerator.is_main_process:
-        unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
-        processor.save_pretrained(tmp / "model")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}, indent=2) + "\n")
-    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        _rotate(root, save_total_limit)
-        logger.info("checkpoint saved: %s", final)
+    check_parameters(unwrapped, step, run_dir, what="before saving step")  # never checkpoint NaN weights
+    with disk_guard(tmp, f"checkpoint step_{step}"):
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
+            processor.save_pretrained(tmp / "model")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            (tmp / "trainer_state.json").write_text(
+                json.dumps({"step": step, **trainer_state}, indent=2) + "\n"
+            )
+            if (Path(run_dir) / "metadata.json").is_file():
+                shutil.copyfile(Path(run_dir) / "metadata.json", tmp / "metadata.json")
+        torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _write_manifest(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            _rotate(root, save_total_limit, keep=final)
+            logger.info("checkpoint saved: %s", final)
     accelerator.wait_for_everyone()
     return final
 
 
-def _rotate(root: Path, limit: int | None) -> None:
+def _rotate(root: Path, limit: int | None, keep: Path) -> None:
+    """Keep the newest ``limit`` checkpoints, and always the one just written."""
     if not limit:
         return
     for old in list_checkpoints(root)[:-limit]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_manifest(ckpt: Path) -> None:
+    files = [p for p in sorted(ckpt.rglob("*")) if p.is_file() and p.name != MANIFEST]
+    sizes = {str(p.relative_to(ckpt)): p.stat().st_size for p in files}
+    (ckpt / MANIFEST).write_text(json.dumps({"files": sizes}, indent=1) + "\n")
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """Why ``path`` is not a usable checkpoint (a missing or truncated file), or None when it is complete."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return f"no {MANIFEST} (an interrupted or pre-manifest save)"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{MANIFEST} is unreadable ({err})"
+    for name, size in manifest.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, {size} were written"
+    try:
+        json.loads((path / "trainer_state.json").read_text())["step"]
+    except (OSError, ValueError, KeyError) as err:
+        return f"trainer_state.json is unreadable ({err})"
+    return None
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -95,15 +163,32 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 
 
 def find_checkpoint(run_dir: str | Path, resume: str) -> Path:
-    """``resume`` is ``latest`` (the newest complete checkpoint of this run) or a checkpoint directory."""
+    """``resume`` is ``latest`` (the newest complete checkpoint of this run; a damaged newer one is skipped with a
+    warning) or a checkpoint directory (used only when complete)."""
     if resume == "latest":
         found = list_checkpoints(Path(run_dir) / "checkpoints")
         if not found:
             raise FileNotFoundError(f"--resume latest: no checkpoint in {Path(run_dir) / 'checkpoints'}")
-        return found[-1]
+        damaged = []
+        for path in reversed(found):
+            problem = verify_checkpoint(path)
+            if problem is None:
+                if damaged:
+                    logger.warning("--resume latest: %s; falling back to %s", "; ".join(damaged), path.name)
+                return path
+            damaged.append(f"{path.name} is damaged ({problem})")
+        raise CheckpointError(
+            f"--resume latest: no complete checkpoint in {found[0].parent}: " + "; ".join(damaged)
+        )
     path = Path(resume)
     if not (path / "trainer_state.json").exists():
         raise FileNotFoundError(f"--resume {resume}: not a checkpoint directory (no trainer_state.json)")
+    problem = verify_checkpoint(path)
+    if problem is not None:
+        raise CheckpointError(
+            f"--resume {resume}: the checkpoint is damaged ({problem}); pick an earlier one from "
+            f"{path.parent} or use --resume latest, which skips damaged checkpoints"
+        )
     return path
 
 
@@ -113,11 +198,11 @@ def load_checkpoint(
     """Restore weights, optimizer, scheduler and this process's RNG; returns the trainer state."""
     path = Path(path)
     load_weights(accelerator.unwrap_model(model), path / "model")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    optimizer.load_state_dict(safe_load(path / "optimizer.pt"))
+    scheduler.load_state_dict(safe_load(path / "scheduler.pt"))
     rng_file = path / f"rng_state_{accelerator.process_index}.pt"
     if rng_file.exists():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+        set_rng_state(safe_load(rng_file))
     else:
         logger.warning("%s missing: RNG not restored (different number of processes?)", rng_file.name)
     state = json.loads((path / "trainer_state.json").read_text())
@@ -137,6 +222,9 @@ def load_weights(model: torch.nn.Module, model_dir: Path) -> None:
     if isinstance(model, PeftModel):
         set_peft_model_state_dict(model, load_file(model_dir / "adapter_model.safetensors"))
         return
-    dtype = next(model.parameters()).dtype
-    saved = type(model).from_pretrained(model_dir, dtype=dtype)
+    # fp32 when any weight is fp32 (the trained weights, see policy.loading.upcast_trainable): loading them in
+    # the dtype of whichever parameter comes first (a bf16 vision tower) would round the master weights.
+    dtypes = {p.dtype for p in model.parameters()}
+    dtype = torch.float32 if torch.float32 in dtypes else next(model.parameters()).dtype
+    saved = type(model).from_pretrained(model_dir, dtype=dtype, use_safetensors=True)  # never a pickled .bin
     model.load_state_dict(saved.state_dict(), strict=True)

@@ -103,10 +103,12 @@ def per_token_loss(
     mask: torch.Tensor,
     config: LossConfig,
     ref_logps: torch.Tensor | None = None,
+    sampling_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate (+ k3 KL to the reference when ``beta > 0``) per completion token.
 
-    Returns the (B, T) loss and per-token statistics (``kl``, ``clipped``) for logging.
+    ``sampling_weights`` (TRL's vLLM importance-sampling ratio, ``grpo/sampling_correction.py``) multiply the
+    surrogate, not the KL, as in TRL. Returns the (B, T) loss and per-token statistics (``kl``, ``clipped``).
     """
     log_ratio = logps - old_logps
     if config.importance_sampling_level == "sequence":
@@ -116,6 +118,8 @@ def per_token_loss(
     adv = advantages.unsqueeze(-1)
     loss = -torch.min(ratio * adv, clipped_ratio * adv)
     stats = {"clipped": ((ratio * adv) > (clipped_ratio * adv)).float().expand_as(logps)}
+    if sampling_weights is not None:
+        loss = loss * sampling_weights
     if config.beta != 0.0:
         if ref_logps is None:
             raise ValueError("beta > 0 needs the reference model's log-probabilities")
@@ -128,11 +132,20 @@ def per_token_loss(
     return loss.expand_as(logps), stats
 
 
-def loss_normalizer(mask: torch.Tensor, config: LossConfig, num_processes: int = 1) -> torch.Tensor | float:
+def loss_normalizer(
+    mask: torch.Tensor,
+    config: LossConfig,
+    num_processes: int = 1,
+    global_tokens: torch.Tensor | float | None = None,
+) -> torch.Tensor | float:
     """What the summed per-token loss of the *whole* batch is divided by, per ``loss_type``.
 
     ``grpo`` averages each sequence over its own tokens and then over sequences, so its weights are per sequence:
     the returned tensor (B,) holds each sequence's token count times the number of sequences.
+
+    ``dapo`` divides by the completion tokens of the global batch, summed over all ``num_processes`` processes
+    (``global_tokens``; by default this process's ``mask`` is the whole batch). As in TRL it is divided by the
+    number of processes because DDP averages the gradients of the processes: the result is the global token mean.
     """
     num_sequences = mask.shape[0]
     if config.loss_type == "grpo":
@@ -141,8 +154,8 @@ def loss_normalizer(mask: torch.Tensor, config: LossConfig, num_processes: int =
         return mask.sum().clamp(min=1.0)
     if config.loss_type == "dr_grpo":
         return float(num_sequences * config.max_completion_length)
-    # dapo: tokens of the global batch; DDP then averages gradients over processes, hence the division.
-    return mask.sum().clamp(min=1.0) / num_processes
+    tokens = mask.sum() if global_tokens is None else torch.as_tensor(global_tokens, dtype=mask.dtype)
+    return tokens.clamp(min=1.0) / num_processes
 
 
 def aggregate(

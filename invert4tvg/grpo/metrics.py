@@ -4,10 +4,63 @@ throughput and where the time went."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from invert4tvg.grpo.loss import Advantages
 from invert4tvg.grpo.rollouts import Rollouts, VideoFailureBudget
+
+
+@dataclass
+class GatheredRollouts:
+    """What :func:`step_metrics` reads of a :class:`Rollouts`, concatenated over all processes."""
+
+    columns: dict[str, list[Any]]
+    completions: list[list[Any]]
+    rewards: torch.Tensor
+    components: dict[str, list[float | None]]
+    truncated: torch.Tensor
+    timings: dict[str, float]
+
+
+def gather_for_metrics(accelerator, rollouts: Rollouts, advantages: Advantages) -> tuple[Any, Advantages]:
+    """The step's rollouts and group counts from every process (as TRL logs), so the logged rewards, IoU, lengths
+    and counters describe the global batch, not process 0's share. Timings are the slowest process's."""
+    if accelerator.num_processes == 1:
+        return rollouts, advantages
+    from invert4tvg.grpo.distributed import gather_objects
+
+    local = {
+        "tasks": list(rollouts.columns["task"]),
+        "completions": rollouts.completions,
+        "rewards": rollouts.rewards.tolist(),
+        "components": rollouts.components,
+        "truncated": rollouts.truncated.tolist(),
+        "timings": rollouts.timings,
+        "groups": (advantages.zero_std_groups, advantages.num_groups),
+    }
+    parts = gather_objects(accelerator, local)
+    names = sorted({k for part in parts for k in part["components"]})
+    components = {
+        k: [v for part in parts for v in part["components"].get(k) or [None] * len(part["rewards"])]
+        for k in names
+    }
+    gathered = GatheredRollouts(
+        columns={"task": [t for part in parts for t in part["tasks"]]},
+        completions=[g for part in parts for g in part["completions"]],
+        rewards=torch.tensor([r for part in parts for r in part["rewards"]], dtype=torch.float32),
+        components=components,
+        truncated=torch.tensor([t for part in parts for t in part["truncated"]], dtype=torch.bool),
+        timings={k: max(part["timings"].get(k, 0.0) for part in parts) for k in rollouts.timings},
+    )
+    counts = Advantages(
+        values=advantages.values,
+        zero_std_groups=sum(part["groups"][0] for part in parts),
+        num_groups=sum(part["groups"][1] for part in parts),
+    )
+    return gathered, counts
 
 
 def _mean(values: list[float]) -> float | None:
@@ -57,6 +110,7 @@ def step_metrics(
     row.update(
         {
             "completion_len": generated / max(len(flat), 1),
+            "sequences": len(flat),  # completions of the step, all processes
             "truncated_frac": float(rollouts.truncated.float().mean()),
             "zero_std_groups": advantages.zero_std_groups,
             "zero_std_frac": advantages.zero_std_groups / max(advantages.num_groups, 1),

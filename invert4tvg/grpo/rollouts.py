@@ -91,13 +91,31 @@ def collect_rollouts(
     budget: VideoFailureBudget,
 ) -> Rollouts | None:
     """Run one rollout phase. Returns None when no instance of the batch had a readable video."""
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     failed_before = set(budget.failed)
     instances, videos = load_videos(instances, cache, budget)
-    timings["time/video"] = time.perf_counter() - t0
+    timings = {"time/video": time.perf_counter() - t0}
     if not instances:
         return None
+    rollouts = rollouts_from_videos(
+        instances, videos, policy, engine, score, sampling, num_generations, timings
+    )
+    rollouts.bad_videos = sorted(set(budget.failed) - failed_before)
+    return rollouts
+
+
+def rollouts_from_videos(
+    instances: Sequence[TaskInstance],
+    videos: Sequence[Any],
+    policy: Policy,
+    engine: RolloutEngine,
+    score: Callable[..., tuple[list[float | None], dict[str, list[float | None]]]],
+    sampling: SamplingParams,
+    num_generations: int,
+    timings: dict[str, float] | None = None,
+) -> Rollouts:
+    """Generate, score and batch the completions of instances whose videos are already decoded."""
+    timings = dict(timings or {})
     t0 = time.perf_counter()
     requests = [
         policy.rollout_request(inst.messages, video, num_generations, inst.record_id)
@@ -123,6 +141,5 @@ def collect_rollouts(
         components=components,
         columns=columns,
         truncated=truncated,
-        bad_videos=sorted(set(budget.failed) - failed_before),
         timings=timings,
     )

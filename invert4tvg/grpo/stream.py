@@ -51,14 +51,24 @@ class BatchStream(Generic[T]):
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
 
     def next_batch(self) -> list[T]:
-        """This process's share of the next global batch (the last batch of an epoch may be smaller)."""
+        """This process's share of the next global batch.
+
+        With one process the last batch of an epoch may be smaller. With several, every process must take part in
+        every step (DDP's collectives would otherwise hang or crash), so a short last batch is filled up by wrapping
+        around to the start of the epoch's order (what accelerate's ``even_batches`` does): every share has exactly
+        ``batch_size`` records and a few records are seen twice in that epoch.
+        """
         if self.position >= len(self.items):
             self.epoch += 1
             self.position = 0
         order = self._order(self.epoch)
         window = order[self.position : self.position + self.global_batch_size]
         self.position += len(window)
-        share = np.array_split(window, self.num_processes)[self.process_index]
+        if self.num_processes == 1:
+            return [self.items[i] for i in window]
+        if len(window) < self.global_batch_size:
+            window = np.resize(np.concatenate([window, order]), self.global_batch_size)
+        share = window[self.process_index * self.batch_size : (self.process_index + 1) * self.batch_size]
         return [self.items[i] for i in share]
 
     @property

@@ -8,7 +8,6 @@ tensors travel with the batch into every pass), and sync the new weights to the 
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -22,10 +21,15 @@ from tqdm.auto import tqdm
 
 from invert4tvg.config import GRPOArguments
 from invert4tvg.grpo import checkpoint as ckpt
+from invert4tvg.grpo import distributed as dist
+from invert4tvg.grpo import modelprep
+from invert4tvg.grpo.guards import NonFiniteError, check_parameters, last_good_checkpoint
 from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
-from invert4tvg.grpo.metrics import step_metrics
+from invert4tvg.grpo.metrics import gather_for_metrics, step_metrics
 from invert4tvg.grpo.optim import build_optimizer
-from invert4tvg.grpo.rollouts import Rollouts, VideoFailureBudget, collect_rollouts
+from invert4tvg.grpo.rollouts import Rollouts, VideoFailureBudget, rollouts_from_videos
+from invert4tvg.grpo.sampling_correction import SamplingCorrection
+from invert4tvg.grpo.stops import RunInterrupted, StopSignals
 from invert4tvg.grpo.stream import BatchStream
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
@@ -34,7 +38,7 @@ from invert4tvg.runs import MetricsLog
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(NonFiniteError):
     pass
 
 
@@ -92,30 +96,38 @@ class GRPOTrainer:
         )
         self.video_budget = VideoFailureBudget(max_bad_video_fraction)
         self.counters: dict[str, int] = {"parse_failures": 0, "zero_std_groups": 0, "skipped_steps": 0}
-        self.ref_model = self._reference_model() if args.beta != 0.0 else None
+        modelprep.check_master_weights(policy.model)
+        if args.disable_dropout:
+            modelprep.disable_dropout(policy.model)
+        self.ref_model = modelprep.build_reference(policy.model, accelerator) if args.beta != 0.0 else None
         optimizer, scheduler = build_optimizer(policy.model, args, self.total_steps, args.num_iterations)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
+        # The scheduler stays out of accelerator.prepare: its wrapper steps it once per process per call, which
+        # would run the schedule num_processes times too fast (every process steps its own copy once per update).
+        self.model, self.optimizer = accelerator.prepare(policy.model, optimizer)
+        self.scheduler = scheduler
+        for module in policy.trainable_extra_modules().values():
+            module.to(accelerator.device)
+        modelprep.check_devices(
+            accelerator.device,
+            {"policy": policy.model, "reference": self.ref_model, **policy.trainable_extra_modules()},
+        )
         self.log = MetricsLog(self.run_dir, accelerator, accelerator.is_main_process)
         self.step = 0
 
-    def _reference_model(self) -> torch.nn.Module | None:
-        """The initial weights: with LoRA the base with adapters disabled (no copy), otherwise a frozen copy."""
-        if hasattr(self.policy.model, "disable_adapter"):
-            return None
-        ref = copy.deepcopy(self.policy.model).eval()
-        ref.requires_grad_(False)
-        return ref
-
     def _ref_context(self):
-        if self.ref_model is None and hasattr(self.policy.model, "disable_adapter"):
-            return self.accelerator.unwrap_model(self.model).disable_adapter()
-        return nullcontext()
+        """Reference passes: the frozen copy runs under the same autocast as the policy; with LoRA the policy itself
+        runs with the reference adapter (or with adapters disabled), see ``modelprep.build_reference``."""
+        if self.ref_model is not None:
+            return self.accelerator.autocast()
+        return modelprep.reference_context(self.accelerator.unwrap_model(self.model), None)
 
     # -- state ----------------------------------------------------------------------------------------------
     def trainer_state(self) -> dict[str, Any]:
         return {
             "stream": self.stream.state_dict(),
             "sampler": self.sampler.state_dict(),
+            # The VC mask generator and the fallback counts follow each process's own records.
+            "sampler_by_process": dist.gather_objects(self.accelerator, self.sampler.state_dict()),
             "video_budget": self.video_budget.state_dict(),
             "counters": dict(self.counters),
             "policy_version": self.engine.policy_version,
@@ -140,7 +152,11 @@ class GRPOTrainer:
         state = ckpt.load_checkpoint(path, self.accelerator, self.model, self.optimizer, self.scheduler)
         self.step = state["step"]
         self.stream.load_state_dict(state["stream"])
-        self.sampler.load_state_dict(state["sampler"])
+        by_process = state.get("sampler_by_process") or []
+        rank = self.accelerator.process_index
+        self.sampler.load_state_dict(
+            by_process[rank] if len(by_process) == self.accelerator.num_processes else state["sampler"]
+        )
         self.video_budget.load_state_dict(state["video_budget"])
         self.counters.update(state["counters"])
         self.engine.update_weights(self._sync_weights(), state["policy_version"])
@@ -148,6 +164,26 @@ class GRPOTrainer:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:
+        """Train to ``total_steps``; SIGINT / SIGTERM stop it after the current step with a checkpoint
+        (:mod:`invert4tvg.grpo.stops`)."""
+        with StopSignals() as self.stops:
+            history = self._train_loop()
+        # The final save_pretrained (recipes) then holds only the trained adapter.
+        modelprep.drop_reference_adapter(self.accelerator.unwrap_model(self.model))
+        return history
+
+    def _stop_if_requested(self) -> None:
+        signum = self.stops.requested(self.accelerator)
+        if signum is None:
+            return
+        saved = None
+        if self.step > 0:
+            saved = self.run_dir / "checkpoints" / f"step_{self.step}"
+            if not saved.is_dir():
+                saved = self.save()
+        raise RunInterrupted(signum, self.step, saved)
+
+    def _train_loop(self) -> list[dict[str, Any]]:
         if self.args.resume:
             self.resume(self.args.resume)
         history = []
@@ -158,12 +194,18 @@ class GRPOTrainer:
             disable=not self.accelerator.is_main_process,
             dynamic_ncols=True,
         )
+        if self.evaluate and self.args.eval_steps and self.step == 0:
+            # The starting point of every validation curve (the paper's Figure 1, right, starts at step 0).
+            self.log.log({f"eval/{k}": v for k, v in self.evaluate(0).items()}, 0)
         while self.step < self.total_steps:
+            self._stop_if_requested()
             metrics = self.train_step()
             self.step += 1
             bar.update(1)
+            check_parameters(self.accelerator.unwrap_model(self.model), self.step, self.run_dir)
             if metrics is None:
                 continue
+            metrics.update(getattr(self.engine, "stats", dict)())  # e.g. rollout/restarts of a Ray pool
             bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "iou") if k in metrics})
             if self.evaluate and self.args.eval_steps and self.step % self.args.eval_steps == 0:
                 metrics.update({f"eval/{k}": v for k, v in self.evaluate(self.step).items()})
@@ -181,20 +223,10 @@ class GRPOTrainer:
         tasks = self.sampler.draw(len(records) * self.accelerator.num_processes)
         share = len(records)
         tasks = tasks[self.accelerator.process_index * share : (self.accelerator.process_index + 1) * share]
-        instances = self.build_instances(records, tasks)
-        rollouts = collect_rollouts(
-            instances,
-            self.policy,
-            self.engine,
-            self.score,
-            self.sampling,
-            self.args.num_generations,
-            self.frame_cache,
-            self.video_budget,
-        )
+        rollouts = self._collect(records, tasks)
         if rollouts is None:
             self.counters["skipped_steps"] += 1
-            logger.warning("step %d skipped: no readable video in the batch", self.step + 1)
+            logger.warning("step %d skipped: a process has no full batch of readable videos", self.step + 1)
             return None
         advantages = compute_advantages(
             rollouts.rewards,
@@ -202,10 +234,11 @@ class GRPOTrainer:
             self.args.scale_rewards,
             self._batch_std(rollouts.rewards),
         )
-        self.counters["zero_std_groups"] += advantages.zero_std_groups
         update_stats = self._update(rollouts, advantages.values)
         self.engine.update_weights(self._sync_weights(), self.engine.policy_version + 1)
         elapsed = time.perf_counter() - t_step
+        rollouts, advantages = gather_for_metrics(self.accelerator, rollouts, advantages)
+        self.counters["zero_std_groups"] += advantages.zero_std_groups
         return step_metrics(
             rollouts,
             advantages,
@@ -217,6 +250,38 @@ class GRPOTrainer:
             epoch=self.stream.epoch_progress,
             lr=self.scheduler.get_last_lr()[0],
         )
+
+    def _collect(self, records: Sequence[Any], tasks: Sequence[str]) -> Rollouts | None:
+        """Decode this process's videos (replacing unreadable ones), then generate and score. None, on every
+        process at once, when some process could not fill its batch (see ``grpo/distributed.py``)."""
+        t0 = time.perf_counter()
+        failed_before = set(self.video_budget.failed)
+        share = dist.load_share(
+            records,
+            tasks,
+            self.build_instances,
+            self.frame_cache,
+            self.stream.items,
+            dist.replacement_rng(self.args.seed, self.step, self.accelerator.process_index),
+            known_bad=failed_before,
+        )
+        dist.record_failures(self.accelerator, self.video_budget, share)
+        # With several processes every one needs a full share (equal micro-batch counts for DDP's collectives).
+        needed = len(records) if self.accelerator.num_processes > 1 else 1
+        if not dist.all_processes(self.accelerator, len(share.instances) >= needed):
+            return None
+        rollouts = rollouts_from_videos(
+            share.instances,
+            share.videos,
+            self.policy,
+            self.engine,
+            self.score,
+            self.sampling,
+            self.args.num_generations,
+            {"time/video": time.perf_counter() - t0},
+        )
+        rollouts.bad_videos = sorted(set(self.video_budget.failed) - failed_before)
+        return rollouts
 
     def _batch_std(self, rewards: torch.Tensor) -> torch.Tensor | None:
         if self.args.scale_rewards != "batch" or self.accelerator.num_processes == 1:
@@ -239,55 +304,89 @@ class GRPOTrainer:
             for i in range(0, len(batch), self.args.logprob_batch_size)
         ]
         t0 = time.perf_counter()
-        old_logps = self._logprobs_no_grad(self.model, batch, micro) if self.args.num_iterations > 1 else None
+        # One mode for every pass (the engine may have left eval mode), and the no-grad passes go through the
+        # unwrapped model: a DDP forward runs collectives that every process would have to match.
+        self.model.train()
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        old_logps = self._logprobs_no_grad(unwrapped, batch, micro) if self.args.num_iterations > 1 else None
         ref_logps = None
         if self.args.beta != 0.0:
             with self._ref_context():
-                ref_logps = self._logprobs_no_grad(self.ref_model or self.model, batch, micro)
+                ref_logps = self._logprobs_no_grad(self.ref_model or unwrapped, batch, micro)
         t_logprobs = time.perf_counter() - t0
-        normalizer = loss_normalizer(mask, self.loss_config, self.accelerator.num_processes)
+        global_tokens = None
+        if self.loss_config.loss_type == "dapo":  # TRL: the completion tokens of all processes
+            global_tokens = dist.reduce_sum(self.accelerator, mask.sum().reshape(1))[0]
+        normalizer = loss_normalizer(mask, self.loss_config, self.accelerator.num_processes, global_tokens)
+        self._correction = self._sampling_correction(rollouts, batch.completion_ids.shape[1], device)
         totals = {"loss": 0.0, "kl": 0.0, "clipped": 0.0}
         t0 = time.perf_counter()
-        self.model.train()
         for _ in range(self.args.num_iterations):
-            for rows in micro:
+            for k, rows in enumerate(micro):
                 mb = batch.select(rows)
-                logps = self.policy.completion_logprobs(self.model, mb, self.args.temperature)
-                old = old_logps[rows] if old_logps is not None else logps.detach()
-                ref = ref_logps[rows] if ref_logps is not None else None
-                m = mask[rows]
-                loss, stats = per_token_loss(logps, old, advantages[rows], m, self.loss_config, ref)
-                norm = (
-                    normalizer[rows]
-                    if isinstance(normalizer, torch.Tensor) and normalizer.dim()
-                    else normalizer
-                )
-                loss = aggregate(loss, m, norm, self.loss_config)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss.item()}) at step {self.step + 1}; the last good checkpoint is "
-                        f"kept in {self.run_dir / 'checkpoints'}. Lower the learning rate or check the rewards."
+                # Gradients are all-reduced once per update, at the last micro-batch's backward.
+                sync = nullcontext() if k == len(micro) - 1 else self.accelerator.no_sync(self.model)
+                with sync:
+                    loss, stats, m = self._micro_loss(
+                        mb, rows, mask, advantages, old_logps, ref_logps, normalizer
                     )
-                self.accelerator.backward(loss)
-                n_tokens = m.sum().clamp(min=1)
+                    self.accelerator.backward(loss)
                 totals["loss"] += loss.item() / self.args.num_iterations
                 totals["clipped"] += (stats["clipped"] * m).sum().item() / self.args.num_iterations
                 if "kl" in stats:
                     totals["kl"] += (stats["kl"] * m).sum().item() / self.args.num_iterations
-                del n_tokens
             if self.args.max_grad_norm:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        tokens = mask.sum().clamp(min=1).item()
+        # Logged over all processes: the loss DDP optimises (the mean of the processes' losses), token-weighted KL
+        # and clipping.
+        sums = torch.tensor(
+            [totals["loss"], totals["kl"], totals["clipped"], float(mask.sum())], dtype=torch.float64
+        )
+        loss_sum, kl_sum, clipped_sum, tokens = dist.reduce_sum(self.accelerator, sums).tolist()
+        tokens = max(tokens, 1.0)
         return {
-            "loss": totals["loss"],
-            "kl": totals["kl"] / tokens,
-            "clip_frac": totals["clipped"] / tokens,
+            "loss": loss_sum / self.accelerator.num_processes,
+            "kl": kl_sum / tokens,
+            "clip_frac": clipped_sum / tokens,
             "time/logprobs": t_logprobs,
             "time/update": time.perf_counter() - t0,
+            **self._correction.metrics(),
         }
+
+    def _sampling_correction(self, rollouts: Rollouts, width: int, device) -> SamplingCorrection:
+        """Engine vs trainer log-probabilities (logged every step); TRL's importance-sampling correction applies
+        when the engine generates with a model copy of its own (vLLM, Ray workers)."""
+        args = self.args
+        own_copy = not getattr(self.engine, "shares_model", False)
+        return SamplingCorrection(
+            rollouts.completions,
+            width,
+            device,
+            apply=args.vllm_importance_sampling_correction and own_copy,
+            mode=args.vllm_importance_sampling_mode,
+            clip_min=args.vllm_importance_sampling_clip_min,
+            clip_max=args.vllm_importance_sampling_clip_max,
+        )
+
+    def _micro_loss(self, mb, rows, mask, advantages, old_logps, ref_logps, normalizer):
+        """One micro-batch's loss (divided by the whole batch's normaliser), its per-token stats and its mask."""
+        logps = self.policy.completion_logprobs(self.model, mb, self.args.temperature)
+        old = old_logps[rows] if old_logps is not None else logps.detach()
+        ref = ref_logps[rows] if ref_logps is not None else None
+        m = mask[rows]
+        weights = self._correction.weights(rows, old, m)
+        loss, stats = per_token_loss(logps, old, advantages[rows], m, self.loss_config, ref, weights)
+        norm = normalizer[rows] if isinstance(normalizer, torch.Tensor) and normalizer.dim() else normalizer
+        loss = aggregate(loss, m, norm, self.loss_config)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at step {self.step + 1}; the run stops. Last good checkpoint: "
+                f"{last_good_checkpoint(self.run_dir)}. Lower the learning rate or check the rewards."
+            )
+        return loss, stats, m
 
     @torch.no_grad()
     def _logprobs_no_grad(self, model, batch, micro: list[list[int]]) -> torch.Tensor:

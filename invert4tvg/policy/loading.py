@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from invert4tvg.config import ModelArguments
 from invert4tvg.policy.base import Policy
+
+# Only for annotations: config pulls in the NLP stack, which benchmarks/gpu_smoke.py must run without.
+if TYPE_CHECKING:
+    from invert4tvg.config import ModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
     processor = AutoProcessor.from_pretrained(path)
     if for_training:
         model = prepare_for_training(model, args)
+        upcast_trainable(model)
     else:
         model.eval().requires_grad_(False)
     policy = _head_class(args.head)(model, processor)
@@ -61,6 +66,26 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("loaded %s (%s, %.2fM params, %.2fM trainable)", path, dtype, n_all / 1e6, n_train / 1e6)
     return policy
+
+
+def mixed_precision(args: ModelArguments) -> str:
+    """accelerate's ``mixed_precision`` for a run that loads the model in ``args.dtype``: a half-precision dtype is
+    the compute dtype (autocast), while :func:`upcast_trainable` keeps the weights being trained in fp32."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(resolve_dtype(args.dtype), "no")
+
+
+def upcast_trainable(model: torch.nn.Module) -> torch.nn.Module:
+    """fp32 master weights: trainable parameters are stored (and updated by AdamW) in fp32.
+
+    A bf16 weight cannot take an update smaller than half its rounding step (a weight of 0.03 given AdamW steps of
+    5e-5 never moves), so training bf16 weights in place loses most of the paper's updates. Frozen parameters (the
+    vision tower, the LoRA base) stay in the loaded dtype; the forward runs in bf16 under accelerate's autocast
+    (``Accelerator(mixed_precision=mixed_precision(args))``), as with transformers' Trainer and ``bf16=True``.
+    """
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+    return model
 
 
 def prepare_for_training(model: torch.nn.Module, args: ModelArguments) -> torch.nn.Module:

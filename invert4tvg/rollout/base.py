@@ -4,8 +4,9 @@ takes the same requests and returns the same completions, so the trainer and eva
 The contract, checked by ``tests/test_rollout_contract.py`` for every engine that can run:
 - ``generate(requests, sampling)`` returns, for each request in order, ``request.num_samples`` completions.
 - Each completion carries its token ids (without prompt, without padding, EOS kept when generated), the decoded text
-  (special tokens removed), the log-probability of each sampled token under the sampling distribution, why it
-  finished (``"stop"`` at EOS or ``"length"`` at ``max_tokens``), and the policy version that produced it.
+  (special tokens removed), the log-probability of each sampled token under the sampling distribution (the trainer
+  logs its gap to its own each step and corrects for it: ``grpo/sampling_correction.py``), why it finished
+  (``"stop"`` at EOS or ``"length"`` at ``max_tokens``), and the policy version that produced it.
 - Vision placeholder tokens are never generated (they would break the next forward pass's token/feature count).
 - ``update_weights(weights, version)`` makes the engine serve ``version``; an engine never serves a stale version
   silently (``policy_version`` says what it serves).

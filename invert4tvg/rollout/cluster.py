@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -50,25 +51,94 @@ def _loopback_only() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = previous
 
 
-def connect(address: str | None, num_cpus: int, num_gpus: int | None = None) -> bool:
+def rollout_gpus(needed: float, visible: Sequence[str], trainer: int | None) -> list[str]:
+    """The GPUs (``CUDA_VISIBLE_DEVICES`` entries) a local Ray may give rollout workers: the visible ones except
+    the trainer's (position ``trainer`` in ``visible``), unless too few would be left for ``needed`` GPUs; then the
+    trainer's GPU is shared (fractional ``gpus_per_worker``, colocation) and a warning says so."""
+    others = [gpu for i, gpu in enumerate(visible) if i != trainer]
+    if trainer is None or len(others) >= math.ceil(needed):
+        return others if trainer is not None else list(visible)
+    logger.warning(
+        "rollout workers need %s GPUs and only %d are visible besides the trainer's (cuda:%d): they share it. "
+        "Lower vLLM's gpu_memory_utilization accordingly.",
+        needed,
+        len(others),
+        trainer,
+    )
+    return list(visible)
+
+
+def _visible_gpus() -> tuple[list[str], int | None]:
+    """The GPUs this process can see and the one the trainer uses (None without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return [], None
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = (
+        [d.strip() for d in listed.split(",") if d.strip()]
+        if listed is not None
+        else [str(i) for i in range(torch.cuda.device_count())]
+    )
+    return visible, torch.cuda.current_device()
+
+
+@contextlib.contextmanager
+def _cuda_visible(devices: list[str] | None) -> Iterator[None]:
+    """Ray assigns GPUs from the ``CUDA_VISIBLE_DEVICES`` its node starts with."""
+    if devices is None:
+        yield
+        return
+    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = previous
+
+
+def connect(address: str | None, num_cpus: int, num_gpus: float | None = None) -> bool:
     """Make sure this process is connected to Ray. Returns True when it started a local instance (and so
-    owns its shutdown); an already initialised Ray (a test session, a user's own ``ray.init``) is reused."""
+    owns its shutdown); an already initialised Ray (a test session, a user's own ``ray.init``) is reused.
+
+    A local instance gets ``num_gpus`` GPUs (rounded up; 0 for CPU workers), taken from the visible GPUs other
+    than the trainer's (:func:`rollout_gpus`); rollout pools always say how many. ``None`` leaves it to Ray, which
+    offers every GPU, the trainer's too (a test session's Ray). Without CUDA they are logical GPUs (tests)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     if ray.is_initialized():
         return False
     if address in LOCAL:
-        with _loopback_only():
+        gpus = None if num_gpus is None else math.ceil(num_gpus)
+        visible, trainer = _visible_gpus()
+        devices = None
+        if visible and gpus:
+            devices = rollout_gpus(num_gpus, visible, trainer)
+            if len(devices) < gpus:
+                raise RuntimeError(
+                    f"rollout workers need {gpus} GPUs; this machine shows {len(visible)} ({visible}). Lower "
+                    "rollout_workers or gpus_per_worker, or join a cluster with more GPUs (ray_address)."
+                )
+            devices = devices[:gpus]
+        with _loopback_only(), _cuda_visible(devices):
             ray.init(
                 address="local",
                 num_cpus=num_cpus,
-                num_gpus=num_gpus,
+                num_gpus=gpus,
                 include_dashboard=False,
                 namespace=NAMESPACE,
                 log_to_driver=True,
             )
-        logger.info("started a local Ray instance on 127.0.0.1 (%d CPUs for rollout workers)", num_cpus)
+        logger.info(
+            "started a local Ray instance on 127.0.0.1 (%d CPUs, %s GPUs %s for rollout workers)",
+            num_cpus,
+            gpus,
+            devices or "",
+        )
         return True
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
     logger.info("joined the Ray cluster at %s: %s", address, ray.cluster_resources())

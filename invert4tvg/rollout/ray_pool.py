@@ -9,6 +9,11 @@
 - **Failures**: a worker that dies (or hangs past ``generate_timeout_s``) is re-created from its spec in its
   placement-group slot, replays the weight log up to the current version, and gets its shard again, at most
   ``max_retries`` times per shard and ``max_restarts`` times per pool; restarts are counted and logged.
+- **GPUs**: a local Ray gets only the GPUs the workers need, never the trainer's while others are free
+  (``cluster.connect``). A ``ray-vllm`` engine with ``tensor_parallel_size`` N > 1 gets N bundles: its actor holds
+  no GPU itself (``num_gpus=0``) and vLLM's Ray executor starts its N GPU workers on exactly those bundles
+  (``VLLM_RAY_BUNDLE_INDICES``, the actor's placement group captured by child tasks), OpenRLHF's layout; left to
+  itself, vLLM would target the group's first GPU bundles, already held by the rollout actors, and wait forever.
 - **Reproducibility**: sampled shards get seeds derived from (seed, policy version, call, shard), so a retried
   shard, or a rerun of the same training, samples the same completions.
 """
@@ -40,7 +45,8 @@ from invert4tvg.rollout.worker import EngineSpec, RolloutWorker, WireRequest
 
 logger = logging.getLogger(__name__)
 
-# Forwarded to workers so they resolve models the way the trainer does (a joined cluster has its own env).
+# Forwarded to workers so they resolve models the way the trainer does (a joined cluster has its own env), and
+# every ``VLLM_*`` variable, so vLLM inside a worker is configured as the user configured it.
 FORWARDED_ENV = (
     "HF_HUB_OFFLINE",
     "TRANSFORMERS_OFFLINE",
@@ -48,6 +54,16 @@ FORWARDED_ENV = (
     "HF_HUB_CACHE",
     "TOKENIZERS_PARALLELISM",
 )
+FORWARDED_PREFIXES = ("VLLM_",)
+
+
+def worker_env(environ: Mapping[str, str], bundles: Sequence[int] = ()) -> dict[str, str]:
+    """The environment variables a worker gets: :data:`FORWARDED_ENV`, ``VLLM_*``, and for a tensor-parallel vLLM
+    engine the placement-group bundles its vLLM workers must use."""
+    env = {k: v for k, v in environ.items() if k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIXES)}
+    if len(bundles) > 1:
+        env["VLLM_RAY_BUNDLE_INDICES"] = ",".join(str(b) for b in bundles)
+    return env
 
 
 class RolloutWorkerError(RuntimeError):
@@ -80,6 +96,12 @@ class RayEnginePool(RolloutEngine):
             raise ValueError(f"rollout_workers must be >= 1, got {num_workers}")
         import ray
 
+        # Bundles per worker: a vLLM engine with tensor parallelism N runs N GPU workers of its own.
+        self.bundles_per_worker = (
+            int(spec.vllm_options.get("tensor_parallel_size", 1)) if spec.backend == "vllm" else 1
+        )
+        if self.bundles_per_worker > 1:
+            spec = replace(spec, vllm_options={"distributed_executor_backend": "ray", **spec.vllm_options})
         self.spec = spec
         self.num_workers = num_workers
         self.cpus_per_worker = cpus_per_worker
@@ -99,10 +121,13 @@ class RayEnginePool(RolloutEngine):
         self._info: list[dict[str, Any]] = []
         self._group = None
         self._closed = False
-        self._started_ray = cluster.connect(ray_address, num_cpus=math.ceil(num_workers * cpus_per_worker))
+        bundles = num_workers * self.bundles_per_worker
+        self._started_ray = cluster.connect(
+            ray_address, num_cpus=math.ceil(bundles * cpus_per_worker), num_gpus=bundles * gpus_per_worker
+        )
         try:
             self._group = cluster.reserve(
-                num_workers, cpus_per_worker, gpus_per_worker, placement_strategy, reserve_timeout_s
+                bundles, cpus_per_worker, gpus_per_worker, placement_strategy, reserve_timeout_s
             )
             self._remote = ray.remote(RolloutWorker)
             self._actors = [self._create(i) for i in range(num_workers)]
@@ -239,14 +264,18 @@ class RayEnginePool(RolloutEngine):
         spec = self.spec
         if spec.num_threads is None and not self.gpus_per_worker:
             spec = replace(spec, num_threads=max(int(self.cpus_per_worker), 1))
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        tp = self.bundles_per_worker
+        bundles = list(range(index * tp, (index + 1) * tp))
+        env = worker_env(os.environ, bundles)
         return self._remote.options(
             num_cpus=self.cpus_per_worker,
-            num_gpus=self.gpus_per_worker,
+            num_gpus=self.gpus_per_worker if tp == 1 else 0,  # with tp > 1 vLLM's own workers hold the GPUs
             max_restarts=0,  # restarts are ours: a new worker must also get the current weights
             max_task_retries=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(
-                self._group, placement_group_bundle_index=index
+                self._group,
+                placement_group_bundle_index=bundles[0],
+                placement_group_capture_child_tasks=tp > 1,
             ),
             runtime_env={"env_vars": env} if env else None,
         ).remote(spec, index)

@@ -1,4 +1,5 @@
-"""Rollouts with vLLM (``backend: vllm``, or inside Ray workers with ``ray-vllm``). GPU only.
+"""Rollouts with vLLM (``backend: vllm``, or inside Ray workers with ``ray-vllm``). GPU only; written against
+vLLM 0.32.0 and tested on CPU against a fake vLLM built from its signatures (``tests/fakes/vllm``).
 
 What keeps vLLM's rollouts identical in meaning to the trainer's forward passes:
 
@@ -7,16 +8,26 @@ What keeps vLLM's rollouts identical in meaning to the trainer's forward passes:
   processor call derives the same ``second_per_grid_ts`` (temporal mRoPE) as the trainer. vLLM only forwards the
   metadata of Qwen2.5-VL videos since vllm-project/vllm#47736 (merged 2026-07; before it, pre-decoded videos got
   a default fps silently); :func:`vllm_video_inputs` is checked against the trainer's processor path on CPU in
-  ``tests/test_rollout_vllm_inputs.py``.
+  ``tests/test_rollout_parts.py``.
 - **Caches.** The multimodal processor cache is off (``mm_processor_cache_gb=0``) and every item gets an id that
-  includes its timing, so a cached result can never carry another fps; prefix, multimodal and encoder caches are
-  reset after each weight load (their contents were computed by the previous weights) and the encoder cache after
-  every batch (it otherwise grows with the number of distinct clips).
+  includes its timing, so a cached result can never carry another fps. After each weight load the prefix and
+  multimodal caches (``LLM``) and the encoder cache (``LLM.llm_engine.reset_encoder_cache``: ``LLM`` has no such
+  method in 0.32) are reset, since their contents were computed by the previous weights; the encoder cache is also
+  reset after every batch (it otherwise grows with the number of distinct clips).
 - **Log-probabilities** are vLLM's ``processed_logprobs``: after temperature and the vision-token ban, which is
   the distribution ``Policy.completion_logprobs`` scores (with ``top_p < 1`` or ``top_k > 0`` vLLM's values are
   renormalised over the kept tokens, the HF engine's are not).
-- **Weights** are loaded in place through the model's ``load_weights`` on every worker (``vllm_worker.py``). LoRA
-  runs send adapters only; this engine merges them into the base weights it read from the checkpoint.
+- **Greedy** requests go to vLLM with ``n = 1`` (its ``SamplingParams`` rejects ``n > 1`` at temperature 0) and the
+  completion is replicated ``num_samples`` times.
+- **Weights** are loaded in place through the model's ``load_weights`` on every worker (``vllm_worker.py``). With
+  vLLM's default ``VLLM_ENABLE_V1_MULTIPROCESSING=1`` the arguments of ``collective_rpc`` are msgpack-encoded
+  without type information (a tensor arrives as ``[dtype, shape, buffer index]``), so tensors travel as one packed
+  byte string per chunk plus an index of names, dtypes, shapes and offsets (msgpack-native types only). LoRA runs
+  send adapters only; this engine merges them into the base weights it read from the checkpoint.
+- **Sleep mode** (``colocate=True``): the engine sleeps after each ``generate`` (level 1: weights to CPU memory, KV
+  cache dropped; level 2 would drop weights that a partial sync, LoRA or a frozen vision tower, does not resend), so
+  the trainer's update gets the memory; a weight load wakes the weights only (``wake_up(tags=["weights"])``, as TRL
+  does) and leaves them awake for the next ``generate``, which wakes the KV cache.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +57,15 @@ from invert4tvg.rollout.weights import (
     is_lora_payload,
     lora_base_names,
     merge_lora,
+    pack_weights,
     read_checkpoint_tensors,
 )
 
 logger = logging.getLogger(__name__)
 
 _BANNED_LOGIT = -1.0e4  # vision tokens: exp(-1e4) underflows to 0, as the trainer's -inf mask does
-_LOAD_CHUNK_BYTES = 1 << 30
+_LOAD_CHUNK_BYTES = 1 << 28  # one RPC's payload: bounds the copies msgpack makes of it
+_SLEEP_TAGS = frozenset({"weights", "kv_cache"})
 
 
 def vllm_video_inputs(video: DecodedVideo) -> tuple[tuple[np.ndarray, dict[str, Any]], str]:
@@ -134,7 +148,7 @@ class VLLMEngine(RolloutEngine):
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         eos_ids.add(self.tokenizer.eos_token_id)
         self.eos_ids = sorted(i for i in eos_ids if i is not None)
-        self._asleep = False
+        self._asleep: set[str] = set()  # sleep-mode tags whose memory is released
         if colocate:
             self._sleep()
 
@@ -155,13 +169,17 @@ class VLLMEngine(RolloutEngine):
                 prompt["mm_processor_kwargs"] = dict(self.video_kwargs)
             prompts.append(prompt)
             seed = None if sampling.seed is None else sampling.seed + index
-            params.append(self._sampling_params(request.num_samples, sampling, seed))
+            params.append(self._sampling_params(_vllm_n(request.num_samples, sampling), sampling, seed))
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        results = [
-            [self._completion(sample, request.request_id) for sample in output.outputs]
-            for request, output in zip(requests, outputs)
-        ]
-        self._reset_caches(("reset_encoder_cache",))
+        results = []
+        for request, output in zip(requests, outputs):
+            group = [self._completion(sample, request.request_id) for sample in output.outputs]
+            if len(group) == 1 and request.num_samples > 1:  # greedy: n=1 sent, the samples are identical
+                group = [
+                    replace(group[0], token_ids=list(group[0].token_ids)) for _ in range(request.num_samples)
+                ]
+            results.append(group)
+        self._reset_encoder_cache()
         if self.colocate:
             self._sleep()
         return results
@@ -176,13 +194,20 @@ class VLLMEngine(RolloutEngine):
                 raise ValueError("the vLLM engine holds its own weights: pass Policy.weights_for_sync()")
             return
         full = self._checkpoint_weights(weights)
-        self._wake()
-        for chunk in _chunks(full):
-            self.llm.collective_rpc("invert4tvg_load_weights", args=(chunk,))
-        self._reset_caches(("reset_prefix_cache", "reset_mm_cache", "reset_encoder_cache"))
+        self._wake(["weights"])
+        for index, data in wire_chunks(full):
+            loaded = self.llm.collective_rpc("invert4tvg_load_weights", args=(index, data))
+            if any(count != len(index) for count in loaded):
+                raise RuntimeError(
+                    f"vLLM workers loaded {loaded} of {len(index)} tensors (first: {index[0][0]}); the served "
+                    "weights are now a mix of two policy versions"
+                )
+        self.llm.reset_prefix_cache()
+        self.llm.reset_mm_cache()
+        self._reset_encoder_cache()
         self.policy_version = version
-        if self.colocate:
-            self._sleep()
+        # Sleep mode: the weights stay awake. The next call is the next step's generate (the trainer's update came
+        # before this sync), so offloading them to CPU memory here would only copy the model out and back.
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -229,34 +254,54 @@ class VLLMEngine(RolloutEngine):
             self._lora_base = read_checkpoint_tensors(self.checkpoint, lora_base_names(weights))
         return merge_lora(self._lora_base, weights, self.lora_scaling)
 
-    def _reset_caches(self, names: Sequence[str]) -> None:
-        for name in names:
-            reset = getattr(self.llm, name, None)
-            if callable(reset):
-                reset()
-            elif name != "reset_encoder_cache":
-                logger.warning("this vLLM has no LLM.%s; cached state may outlive a weight update", name)
+    def _reset_encoder_cache(self) -> None:
+        """vLLM 0.32 resets the encoder cache (vision embeddings) through the engine: ``LLM`` has no such method.
+        Without it a trained vision tower is ignored by rollouts of videos seen before the update."""
+        reset = getattr(self.llm.llm_engine, "reset_encoder_cache", None)
+        if not callable(reset):
+            raise RuntimeError(
+                "this vLLM has no LLM.llm_engine.reset_encoder_cache (added in 0.32): rollouts would reuse vision "
+                "embeddings computed by old weights; install vllm==0.32.0 (pip install 'invert4tvg[vllm]')"
+            )
+        reset()
 
     def _sleep(self) -> None:
-        if not self._asleep:
+        if self._asleep != _SLEEP_TAGS:
             self.llm.sleep(level=1)
-            self._asleep = True
+            self._asleep = set(_SLEEP_TAGS)
 
-    def _wake(self) -> None:
-        if self._asleep:
-            self.llm.wake_up()
-            self._asleep = False
+    def _wake(self, tags: Sequence[str] | None = None) -> None:
+        """Wake ``tags`` (all by default); a weight load wakes only the weights, as TRL does, so the KV cache is
+        not reallocated just to be dropped again."""
+        wanted = [t for t in sorted(self._asleep) if tags is None or t in tags]
+        if wanted:
+            self.llm.wake_up(tags=wanted)
+            self._asleep -= set(wanted)
 
 
-def _chunks(weights: Mapping[str, torch.Tensor]) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Weights in groups of about 1 GiB, so one RPC never serialises the whole model at once."""
-    chunk: list[tuple[str, torch.Tensor]] = []
+def _vllm_n(num_samples: int, sampling: SamplingParams) -> int:
+    """vLLM's ``SamplingParams`` raises for ``n > 1`` at temperature 0: greedy requests ask for one sample."""
+    return 1 if sampling.temperature == 0 else num_samples
+
+
+def wire_chunks(
+    weights: Mapping[str, torch.Tensor], chunk_bytes: int = _LOAD_CHUNK_BYTES
+) -> Iterator[tuple[list[list[Any]], bytes]]:
+    """Weights as ``collective_rpc`` can carry them: groups of about ``chunk_bytes``, each one byte string and an
+    index ``[name, dtype, shape, offset, nbytes]`` per tensor. Only msgpack-native types, so they survive vLLM's
+    serialisation between processes (which turns a tensor into ``[dtype, shape, buffer index]`` and loses it)."""
+    chunk: dict[str, torch.Tensor] = {}
     size = 0
     for name, tensor in weights.items():
-        chunk.append((name, tensor))
+        chunk[name] = tensor
         size += tensor.numel() * tensor.element_size()
-        if size >= _LOAD_CHUNK_BYTES:
-            yield chunk
-            chunk, size = [], 0
+        if size >= chunk_bytes:
+            yield _wire(chunk)
+            chunk, size = {}, 0
     if chunk:
-        yield chunk
+        yield _wire(chunk)
+
+
+def _wire(chunk: Mapping[str, torch.Tensor]) -> tuple[list[list[Any]], bytes]:
+    packed = pack_weights(chunk)
+    return [list(entry) for entry in packed.index], packed.buffer.tobytes()

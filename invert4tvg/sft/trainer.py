@@ -23,8 +23,11 @@ from invert4tvg.config import SFTArguments
 from invert4tvg.data.records import GroundingRecord
 from invert4tvg.data.video import FrameCache
 from invert4tvg.grpo import checkpoint as ckpt
+from invert4tvg.grpo.distributed import all_processes
+from invert4tvg.grpo.guards import NonFiniteError, check_parameters, last_good_checkpoint
 from invert4tvg.grpo.optim import build_optimizer
 from invert4tvg.grpo.rollouts import VideoFailureBudget, load_videos
+from invert4tvg.grpo.stops import RunInterrupted, StopSignals
 from invert4tvg.grpo.stream import BatchStream
 from invert4tvg.policy.base import Policy, SupervisedExample
 from invert4tvg.runs import MetricsLog
@@ -40,11 +43,11 @@ def supervised_example(
     policy: Policy, record: GroundingRecord, instance: TaskInstance, video
 ) -> SupervisedExample:
     """The SFT target for an instance: the grounding answer for ``tvg``; for an inversion prompt the query (VD, VC)
-    or the query's first verb as written (AR)."""
+    or the query's first action verb as written (AR)."""
     if instance.task == "tvg":
         target = policy.tvg_target(record.query, record.start, record.end, record.duration)
     elif instance.task == "ar":
-        start, end, _ = nlp.verb_spans([record.query])[0][0]
+        start, end, _ = nlp.action_verb_spans([record.query])[0][0]  # "sneezing", not "begins"
         target = policy.answer_target(record.query[start:end], INVERT_THINK)
     else:
         target = policy.answer_target(record.query.strip(), INVERT_THINK)
@@ -61,8 +64,10 @@ class SFTTrainer:
         accelerator,
         frame_cache: FrameCache | None = None,
         max_bad_video_fraction: float = 0.05,
+        grounding_records: Sequence[GroundingRecord] = (),
     ) -> None:
         self.policy = policy
+        self.grounding_records = list(grounding_records)  # non-empty: grounding examples are drawn from these
         self.build_instance = build_instance
         self.args = args
         self.accelerator = accelerator
@@ -84,16 +89,21 @@ class SFTTrainer:
         self.video_budget = VideoFailureBudget(max_bad_video_fraction)
         self.fallbacks = 0  # Invert-SFT examples that became grounding examples
         optimizer, scheduler = build_optimizer(policy.model, args, self.total_steps)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(policy.model, optimizer, scheduler)
+        # Not through accelerator.prepare: its scheduler wrapper steps once per process per call (num_processes
+        # times too fast here, where every process steps its own copy once per update).
+        self.model, self.optimizer = accelerator.prepare(policy.model, optimizer)
+        self.scheduler = scheduler
         self.log = MetricsLog(self.run_dir, accelerator, accelerator.is_main_process)
         self.step = 0
 
     def _examples(self, records: Sequence[GroundingRecord]) -> list[SupervisedExample]:
-        instances = []
-        for record in records:
+        instances, records = [], list(records)
+        for k, record in enumerate(records):
             task = "tvg"
             if self.rng.random() < self.args.invert_sft_fraction:
                 task = self.rng.choice(self.args.invert_sft_tasks)
+            elif self.grounding_records:
+                record = records[k] = self.rng.choice(self.grounding_records)
             try:
                 instances.append(self.build_instance(record, task))
             except TaskUnavailable:  # no verb in the query, or an empty clip: train its grounding instead
@@ -123,7 +133,25 @@ class SFTTrainer:
         self.fallbacks = state["fallbacks"]
         self.log.truncate_after(self.step)
 
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.accelerator,
+            self.model,
+            self.policy.processor,
+            self.optimizer,
+            self.scheduler,
+            self.trainer_state(),
+            self.args.save_total_limit,
+        )
+
     def train(self) -> list[dict[str, Any]]:
+        """Train to ``total_steps``; SIGINT / SIGTERM stop it after the current step with a checkpoint."""
+        with StopSignals() as stops:
+            return self._train_loop(stops)
+
+    def _train_loop(self, stops: StopSignals) -> list[dict[str, Any]]:
         if self.args.resume:
             self.resume(self.args.resume)
         history = []
@@ -135,23 +163,33 @@ class SFTTrainer:
         )
         self.model.train()
         while self.step < self.total_steps:
+            if (signum := stops.requested(self.accelerator)) is not None:
+                saved = self.run_dir / "checkpoints" / f"step_{self.step}"
+                if self.step > 0 and not saved.is_dir():
+                    saved = self.save()
+                raise RunInterrupted(signum, self.step, saved if self.step > 0 else None)
             t0 = time.perf_counter()
             examples = self._examples(self.stream.next_batch())
             self.step += 1
             bar.update(1)
-            if not examples:
+            # With several processes a step is skipped by all of them or by none (DDP's collectives must match).
+            if not all_processes(self.accelerator, bool(examples)):
                 continue
             inputs, labels = self.policy.supervised_batch(examples)
             inputs, labels = inputs.to(self.accelerator.device), labels.to(self.accelerator.device)
             loss = self.policy.supervised_loss(self.model, inputs, labels)
             if not torch.isfinite(loss):
-                raise RuntimeError(f"non-finite SFT loss at step {self.step}; lower the learning rate")
+                raise NonFiniteError(
+                    f"non-finite SFT loss at step {self.step}; the run stops. Last good checkpoint: "
+                    f"{last_good_checkpoint(self.run_dir)}. Lower the learning rate."
+                )
             self.accelerator.backward(loss)
             if self.args.max_grad_norm:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+            check_parameters(self.accelerator.unwrap_model(self.model), self.step, self.run_dir)
             row = {
                 "epoch": round(self.stream.epoch_progress, 4),
                 "loss": loss.item(),
@@ -166,16 +204,6 @@ class SFTTrainer:
                 self.log.log(row, self.step)
             history.append(row)
             if self.args.save_steps and self.step % self.args.save_steps == 0:
-                ckpt.save_checkpoint(
-                    self.run_dir,
-                    self.step,
-                    self.accelerator,
-                    self.model,
-                    self.policy.processor,
-                    self.optimizer,
-                    self.scheduler,
-                    self.trainer_state(),
-                    self.args.save_total_limit,
-                )
+                self.save()
         bar.close()
         return history

@@ -79,7 +79,7 @@ def build_task_instance(
         if task == "vc":
             masked = mask_query(record.query, mask, rng)
             masked_query, masked_verbs = masked.text, list(masked.verbs)
-        elif not nlp.verb_lemmas([record.query])[0]:
+        elif not nlp.action_verb_lemmas([record.query])[0]:
             raise NoVerbError(f"record {record.id!r}: query has no verb: {record.query!r}")
         video = VideoSpec(record.video, (start, end), sampling)
     prompt = templates.render(task, query=record.query, masked_query=masked_query, duration=duration)

@@ -29,14 +29,17 @@ class MaskedQuery:
 
 
 def mask_query(query: str, mode: str = "all", rng: np.random.Generator | None = None) -> MaskedQuery:
-    """Mask every main verb of ``query`` (``mode="all"``, the default) or one verb drawn with ``rng``.
+    """Mask every action verb of ``query`` (``mode="all"``, the default) or one verb drawn with ``rng``.
+
+    Aspectual verbs that frame another verb stay: "person begins sneezing" -> "person begins []", not
+    "person [] []" (see ``rewards.nlp.action_verb_spans`` and ``TaskArguments.aspectual_verbs``).
 
     Without ``rng``, ``"one"`` draws from a generator seeded by the query text, so the choice is reproducible.
     Raises :class:`NoVerbError` when the query has no main verb.
     """
     if mode not in MASK_MODES:
         raise ValueError(f"mask mode must be one of {MASK_MODES}, got {mode!r}")
-    spans = nlp.verb_spans([query])[0]
+    spans = nlp.action_verb_spans([query])[0]
     if not spans:
         raise NoVerbError(f"query has no verb to mask: {query!r}")
     if mode == "one":

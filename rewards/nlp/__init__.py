@@ -9,14 +9,20 @@ Backend choice (environment variable ``INVERT4TVG_NLP``, or :func:`set_backend`)
 Whatever the backend, a verb is a token with ``pos_ == "VERB"`` (auxiliaries are ``AUX``), reduced to its
 lower-cased ``lemma_``. Results are cached by text: a group of G generations shares one query, and the same queries
 come back every epoch.
+
+*Action* verbs (:func:`action_verb_lemmas`) are the verbs minus aspectual ones ("begin", "start", "try", ...) that
+another verb follows ("begins sneezing", "starts to laugh"): the inversion tasks mask and ask for actions. The list
+is process-wide like the backend (:func:`set_aspectual_verbs`), so that the VC mask and the rewards agree.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import lemminflect
@@ -24,14 +30,20 @@ import spacy
 from spacy.language import Language
 
 from rewards.nlp.component import PIPELINE_NAME, PIPELINE_VERSION, offline_pipeline
+from rewards.nlp.lexicon import ADVERBS, ASPECTUAL_VERBS
 
 __all__ = [
+    "ASPECTUAL_VERBS",
     "ENV_VAR",
+    "action_verb_lemmas",
+    "action_verb_spans",
+    "aspectual_verbs",
     "backend_info",
     "backend_name",
     "clear_cache",
     "get_nlp",
     "lemmatize_verb",
+    "set_aspectual_verbs",
     "set_backend",
     "verb_lemmas",
     "verb_spans",
@@ -55,6 +67,9 @@ _nlp: Language | None = None
 _backend_name: str | None = None
 _requested: str | None = None  # set_backend() overrides the environment
 _cache: dict[str, tuple[VerbSpan, ...]] = {}
+_aspectual: frozenset[str] = ASPECTUAL_VERBS
+# Words that may stand between an aspectual verb and the action it frames: "starts to laugh", "keeps on walking".
+_ASPECT_GAP = frozenset({"to", "on"}) | ADVERBS
 
 
 def set_backend(name: str | None) -> None:
@@ -99,7 +114,7 @@ def get_nlp() -> Language:
 
 
 def backend_name() -> str:
-    """E.g. ``"en_core_web_sm 3.8.0"`` or ``"invert4tvg-verbs 0.1.0"``; for run metadata."""
+    """E.g. ``"en_core_web_sm 3.8.0"`` or ``"invert4tvg-verbs 0.2.0"``; for run metadata."""
     get_nlp()
     assert _backend_name is not None
     return _backend_name
@@ -109,6 +124,7 @@ def backend_info() -> dict[str, Any]:
     """Backend name plus the library versions that determine its output (for run metadata)."""
     return {
         "nlp_backend": backend_name(),
+        "aspectual_verbs": sorted(_aspectual),
         "pipeline": get_nlp().pipe_names,
         "spacy": spacy.__version__,
         "lemminflect": getattr(lemminflect, "__version__", "unknown"),
@@ -119,21 +135,92 @@ def _analyse(doc: Any) -> tuple[VerbSpan, ...]:
     return tuple((t.idx, t.idx + len(t.text), t.lemma_.lower()) for t in doc if t.pos_ == "VERB")
 
 
+_NON_SPACE = re.compile(r"\S+")
+
+
+class _Normalised:
+    """``text`` with every whitespace run made one space (and none at the ends), mapping offsets back.
+
+    Backends differ on runs of spaces, tabs and newlines (spaCy makes a token of them, which a tagger may read as a
+    sentence break), so every backend sees the same single-spaced text; spans still point into the original.
+    """
+
+    def __init__(self, text: str) -> None:
+        words = [(m.start(), m.group()) for m in _NON_SPACE.finditer(text)]
+        self.text = " ".join(w for _, w in words)
+        self._norm_starts, self._orig_starts = [], []
+        pos = 0
+        for orig, word in words:
+            self._norm_starts.append(pos)
+            self._orig_starts.append(orig)
+            pos += len(word) + 1
+
+    def original(self, start: int, end: int) -> tuple[int, int]:
+        k = bisect.bisect_right(self._norm_starts, start) - 1
+        shift = self._orig_starts[k] - self._norm_starts[k]
+        j = bisect.bisect_right(self._norm_starts, end - 1) - 1
+        return start + shift, end + self._orig_starts[j] - self._norm_starts[j]
+
+
 def verb_spans(texts: Sequence[str]) -> list[tuple[VerbSpan, ...]]:
-    """Per text, its main verbs as ``(start_char, end_char, lemma)``; batched through ``nlp.pipe`` and cached."""
+    """Per text, its main verbs as ``(start_char, end_char, lemma)``; batched through ``nlp.pipe`` and cached.
+
+    Whitespace is normalised before the backend sees the text (see ``_Normalised``); offsets refer to ``text``.
+    """
     missing = list(dict.fromkeys(t for t in texts if t not in _cache))
     if missing:
         nlp = get_nlp()
         if len(_cache) + len(missing) > CACHE_SIZE:
             _cache.clear()  # coarse eviction: cheaper than LRU bookkeeping on every hit
-        for text, doc in zip(missing, nlp.pipe((t[:MAX_CHARS] for t in missing), batch_size=256)):
-            _cache[text] = _analyse(doc)
+        normalised = [_Normalised(t[:MAX_CHARS]) for t in missing]
+        for text, norm, doc in zip(
+            missing, normalised, nlp.pipe((n.text for n in normalised), batch_size=256)
+        ):
+            _cache[text] = tuple((*norm.original(s, e), lemma) for s, e, lemma in _analyse(doc))
     return [_cache[t] for t in texts]
 
 
 def verb_lemmas(texts: Sequence[str]) -> list[list[str]]:
     """Per text, the lemmas of its main verbs in order of appearance (duplicates kept)."""
     return [[lemma for _, _, lemma in spans] for spans in verb_spans(texts)]
+
+
+def set_aspectual_verbs(lemmas: Iterable[str] | None) -> None:
+    """The verb lemmas that :func:`action_verb_spans` leaves out before another verb; ``None``: the default list
+    (``ASPECTUAL_VERBS``), an empty list: keep every verb (the behaviour of the public code)."""
+    global _aspectual
+    _aspectual = (
+        ASPECTUAL_VERBS if lemmas is None else frozenset(w.strip().lower() for w in lemmas if w.strip())
+    )
+
+
+def aspectual_verbs() -> frozenset[str]:
+    """The aspectual verb lemmas in effect (see :func:`set_aspectual_verbs`)."""
+    return _aspectual
+
+
+def action_verb_spans(texts: Sequence[str]) -> list[tuple[VerbSpan, ...]]:
+    """:func:`verb_spans` without aspectual verbs that frame a following verb.
+
+    "person begins sneezing" -> only "sneezing"; "person starts the car and drives" keeps "starts" (its object
+    comes between). Only "to", "on" and adverbs may separate the aspectual verb from the next one.
+    """
+    out = []
+    for text, spans in zip(texts, verb_spans(texts)):
+        kept = []
+        for k, (start, end, lemma) in enumerate(spans):
+            if lemma in _aspectual and k + 1 < len(spans):
+                gap = text[end : spans[k + 1][0]].lower().split()
+                if all(word in _ASPECT_GAP for word in gap):
+                    continue
+            kept.append((start, end, lemma))
+        out.append(tuple(kept))
+    return out
+
+
+def action_verb_lemmas(texts: Sequence[str]) -> list[list[str]]:
+    """Per text, the lemmas of :func:`action_verb_spans`, in order (duplicates kept)."""
+    return [[lemma for _, _, lemma in spans] for spans in action_verb_spans(texts)]
 
 
 def lemmatize_verb(word: str) -> str:

@@ -15,7 +15,7 @@ from rewards.nlp.tagger import tag
 
 FACTORY = "invert4tvg_verbs"
 PIPELINE_NAME = "invert4tvg-verbs"
-PIPELINE_VERSION = "0.1.0"  # bump when the tagger's decisions change: it is recorded in run metadata
+PIPELINE_VERSION = "0.2.0"  # bump when the tagger's decisions change: it is recorded in run metadata
 
 
 class VerbTagger:

@@ -93,3 +93,33 @@ NOUN_PREFERRING = (
     )
     - VERB_PREFERRING
 )
+
+# "-ing" words that make a compound noun with the next word ("the living room", "a frying pan"): the pair is a noun
+# even where a bare "-ing" word would be a verb ("walks into living room"). Keys: the -ing word, values: the heads.
+ING_COMPOUNDS: dict[str, frozenset[str]] = {
+    "living": _words("room rooms area"),
+    "dining": _words("room rooms table tables area chair chairs"),
+    "frying": _words("pan pans"),
+    "washing": _words("machine machines"),
+    "sleeping": _words("bag bags"),
+    "cutting": _words("board boards"),
+    "ironing": _words("board boards"),
+    "changing": _words("table room"),
+    "rocking": _words("chair chairs"),
+    "swimming": _words("pool pools"),
+    "dressing": _words("room table gown"),
+    "waiting": _words("room area"),
+    "drinking": _words("glass glasses fountain"),
+    "baking": _words("sheet pan dish soda"),
+    "mixing": _words("bowl bowls"),
+    "walking": _words("stick cane"),
+    "running": _words("water shoes"),
+    "coloring": _words("book books"),
+    "reading": _words("glasses lamp"),
+    "shopping": _words("bag bags cart list"),
+    "sewing": _words("machine kit"),
+}
+# Verbs of aspect and attempt: "begins sneezing", "starts to laugh", "tries to open the door". They frame the action
+# instead of naming it, so by default the inversion tasks neither mask them (VC) nor ask for them (AR, VD) when
+# another verb follows them (rewards.nlp.action_verb_spans; TaskArguments.aspectual_verbs changes the list).
+ASPECTUAL_VERBS = _words("begin start proceed try continue keep attempt resume commence")

@@ -76,6 +76,10 @@ def _form(word: str, lemma: str) -> str:
 @lru_cache(maxsize=65536)
 def lex(word: str) -> Lex:
     """Classify one lower-cased token (cached: the vocabulary of queries is small)."""
+    if not word or word.isspace():
+        # spaCy makes a token of every extra space ("a  cup"): it separates nothing, so it must not end the
+        # sentence (which made "cup" a sentence-initial verb).
+        return Lex("PUNCT_T")
     if not any(ch.isalnum() for ch in word):
         return Lex("PUNCT_T" if word in _TRANSPARENT else "PUNCT_B")
     closed = _CLOSED.get(word)
@@ -101,10 +105,14 @@ def lex(word: str) -> Lex:
         return Lex("OPEN", noun_pref=noun_lemma in lx.NOUN_PREFERRING, plural=noun_lemma != word)
     lemma = verbs[0]
     noun_lemma = nouns[0] if nouns else word
+    if word in lx.NOUN_PREFERRING and _form(word, lemma) in ("past", "ing"):
+        # A household noun that is also an inflected form of another verb: "stove" (stave), "clothing" (clothe).
+        return Lex("OPEN", noun_pref=True)
     return Lex(
         "OPEN",
         verb=lemma,
-        other=bool(nouns or adjs),
+        # A noun-preferring word is a noun even where lemminflect lists no noun reading ("pan").
+        other=bool(nouns or adjs) or word in lx.NOUN_PREFERRING,
         form=_form(word, lemma),
         noun_pref=noun_lemma in lx.NOUN_PREFERRING or (word == lemma and word in lx.NOUN_PREFERRING),
         verb_pref=lemma in lx.VERB_PREFERRING,
@@ -126,6 +134,7 @@ class _State:
         "coord_left",
         "ctx",
         "finite",
+        "in_pp",
         "last_verb_form",
         "plural_subject",
         "to_left_verb",
@@ -139,6 +148,7 @@ class _State:
         self.coord_finite = False  # ``finite`` before the last coordinator
         self.plural_subject = False  # the previous noun is plural
         self.last_verb_form: str | None = None
+        self.in_pp = False  # inside a prepositional phrase: "in the man cave" (no subject there)
 
 
 def _ambiguous_is_verb(w: Lex, st: _State, nxt: Lex | None) -> bool:
@@ -147,6 +157,8 @@ def _ambiguous_is_verb(w: Lex, st: _State, nxt: Lex | None) -> bool:
     nxt_cls = nxt.cls if nxt is not None else "END"
     if ctx in ("START", "SUBJ", "REL"):  # "Drink", "the person drinks", "who cups ..."
         return True
+    if ctx == "PP_PERSON":  # "sitting in the man cave" / "talks to the man sitting", "a boy with a man runs"
+        return f in ("ing", "past") or (f == "s" and not st.finite)
     if ctx == "AUX_BE":  # "is drinking", "was dressed" / "is open"
         return f in ("ing", "past")
     if ctx == "AUX":  # modal or do-support: "can open", "did not close"
@@ -173,7 +185,7 @@ def _ambiguous_is_verb(w: Lex, st: _State, nxt: Lex | None) -> bool:
         # "a person holding a phone walks out", "as the runners pass": the clause has no finite verb yet and the
         # form agrees with the noun before it. Otherwise a compound or a list ("coffee cups").
         if st.finite:
-            return False
+            return _asyndetic_verb(w, st, nxt)
         if w.noun_pref:
             # "the red circle sinks." / "the square sinks down": a verbless clause ending in a singular-agreeing
             # form is the verb; "the kitchen sinks are ..." and "coffee cups and plates" stay nouns.
@@ -182,6 +194,21 @@ def _ambiguous_is_verb(w: Lex, st: _State, nxt: Lex | None) -> bool:
     if ctx == "CCONJ":
         return _coordinated_is_verb(w, st, nxt_cls)
     return w.verb_pref
+
+
+def _asyndetic_verb(w: Lex, st: _State, nxt: Lex | None) -> bool:
+    """A second verb phrase without "and" after a noun: "opens refrigerator grabs milk", "eat a sandwich stand up".
+
+    Only a verb-preferring word in the same tense as the clause's verb, followed by an object or a particle; else
+    the word ends a compound or a list ("watches tv shows", "coffee cups").
+    """
+    if not (w.verb_pref and not w.noun_pref and w.form in ("s", "base") and w.form == st.last_verb_form):
+        return False
+    if nxt is None:
+        return False
+    if nxt.cls in _OBJECT_LIKE or nxt.cls == "ADP":
+        return True
+    return nxt.cls == "OPEN" and (nxt.verb is None or nxt.noun_pref)
 
 
 def _coordinated_is_verb(w: Lex, st: _State, nxt_cls: str) -> bool:
@@ -221,12 +248,19 @@ def tag(words: list[str]) -> list[tuple[str, str | None]]:
         if cls in ("ADV", "NEG"):  # adverbs do not change the context: "person then quickly closes"
             out.append(("PART" if cls == "NEG" else "ADV", None))
             continue
+        if cls == "REL" and word == "that" and st.ctx in ("START", "VERB", "ADP", "TO"):
+            cls = "DET"  # a determiner, not a relative pronoun, where no noun precedes: "opens that bag"
+        if cls == "OPEN" and w.verb is not None and _compound_head(words, lexes, i):
+            out.append(("NOUN", None))  # "the living room", "a frying pan"
+            st.ctx, st.plural_subject = "NOUN", False
+            continue
         if cls == "OPEN" and w.verb is not None:
             is_verb = _ambiguous_is_verb(w, st, _next_significant(lexes, i)) if w.other else True
             if is_verb and not w.other and st.ctx in ("DET", "POSS") and w.form in ("ing", "past"):
                 is_verb = False  # adjectival participle: "the closed door", "a folded towel"
             if is_verb:
                 out.append(("VERB", w.verb))
+                st.in_pp = False
                 if w.form in ("s", "past") or (w.form == "base" and st.ctx in ("SUBJ", "REL", "START")):
                     st.finite = True
                 st.last_verb_form = w.form
@@ -239,8 +273,9 @@ def tag(words: list[str]) -> list[tuple[str, str | None]]:
             out.append(("NOUN", None))
             st.ctx, st.plural_subject = "NOUN", w.plural
         elif cls == "PERSON":
-            out.append(("NOUN" if word not in lx.SUBJECT_PRONOUNS else "PRON", None))
-            st.ctx = "SUBJ"
+            pronoun = word in lx.SUBJECT_PRONOUNS
+            out.append(("PRON" if pronoun else "NOUN", None))
+            st.ctx = "PP_PERSON" if st.in_pp and not pronoun else "SUBJ"
         elif cls == "APOS_S":
             nxt = _next_significant(lexes, i)
             if nxt is not None and nxt.cls == "OPEN" and nxt.verb is not None and nxt.form in ("ing", "past"):
@@ -262,7 +297,7 @@ def tag(words: list[str]) -> list[tuple[str, str | None]]:
             if st.ctx != "CCONJ":  # "and then": keep what came before "and"
                 st.coord_left, st.coord_finite = st.ctx, st.finite
             # A coordinator may start a new clause ("... and her dog runs after it").
-            st.ctx, st.finite = "CCONJ", False
+            st.ctx, st.finite, st.in_pp = "CCONJ", False, False
         elif cls == "TO":
             out.append(("PART", None))
             st.to_left_verb = st.to_left_verb if st.ctx == "VERB" else None
@@ -270,9 +305,24 @@ def tag(words: list[str]) -> list[tuple[str, str | None]]:
         else:
             out.append((_UPOS.get(cls, "X"), None))
             st.ctx = cls
+            if cls == "ADP":
+                st.in_pp = word != "of"  # "a group of people dance": the subject's head, not a place
+            elif cls not in ("DET", "POSS", "NUM"):
+                st.in_pp = False
             if cls == "SCONJ":  # "while others watch": a new clause
                 st.finite = False
     return out
+
+
+def _compound_head(words: list[str], lexes: list[Lex], i: int) -> bool:
+    """Whether ``words[i]`` is the "-ing" part of a compound noun with the next word ("living room")."""
+    heads = lx.ING_COMPOUNDS.get(words[i])
+    if not heads:
+        return False
+    for j in range(i + 1, len(words)):
+        if lexes[j].cls != "PUNCT_T":
+            return words[j] in heads
+    return False
 
 
 _UPOS = {

@@ -19,6 +19,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "cyan": (35, 210, 220),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+PAIRED_ACTIONS: tuple[tuple[str, str], ...] = (
+    ("grow", "shrink"),
+    ("appear", "disappear"),
+    ("enter", "leave"),
+    ("move_left", "move_right"),
+    ("rise", "fall"),
+    ("open", "close"),
+)
 
 # Every action the generator knows (see actions.py); pairs differ only in the direction of change over time.
 ACTION_NAMES: tuple[str, ...] = (
@@ -79,6 +87,13 @@ class SynthConfig:
     # Qwen2.5-VL's temporal patch at 2 fps (two frames per patch), so a span is exactly a set of patches.
     time_grid: float = 0.0
     opposite_prob: float = 0.6
+    # "varied": several verbs per action (grows / gets bigger / expands), as people write queries. "one_lemma": every
+    # phrasing of an action uses one verb lemma that no other action shares and nothing else (no particles or
+    # objects), so the verb is the only word that tells two actions apart (the ``lookalike`` preset).
+    wording: str = "varied"
+    # "all": every action is queried. "paired": only actions whose look-alike (grow/shrink, ...) the same object also
+    # performs in the same video, so every query's span has a decoy that only the action tells apart.
+    queries: str = "all"
     absent_start_prob: float = 0.2  # chance an object's first action is appear/enter (it starts unseen)
     two_verb_prob: float = (
         0.5  # chance that two close consecutive actions also get a "... and then ..." query
@@ -123,6 +138,10 @@ class SynthConfig:
             problems.append(f"time_grid must be 0 or at most the shortest event, got {self.time_grid}")
         if self.visibility not in ("always", "acting"):
             problems.append(f"visibility must be 'always' or 'acting', got {self.visibility!r}")
+        if self.wording not in ("varied", "one_lemma"):
+            problems.append(f"wording must be 'varied' or 'one_lemma', got {self.wording!r}")
+        if self.queries not in ("all", "paired"):
+            problems.append(f"queries must be 'all' or 'paired', got {self.queries!r}")
         if self.clock not in ("none", "tint"):
             problems.append(f"clock must be 'none' or 'tint', got {self.clock!r}")
         if not self.actions or not self.colours or not self.shapes:
@@ -140,9 +159,10 @@ class SynthConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SynthConfig:
         """``charades`` (the default); ``tiny``: 56x56, 4 fps, 8-16 s, one optional distractor, plain background,
-        clearly separated actions; ``demo``: ``tiny`` made learnable from scratch on a CPU in minutes (a visible clock, one
-        object shown only while it acts, whole-second boundaries, the five look-alike pairs); what ``make demo`` and
-        ``make compare`` train on."""
+        clearly separated actions; ``demo``: ``tiny`` made learnable from scratch on a CPU in minutes (a visible
+        clock, one object shown only while it acts, whole-second boundaries, the five look-alike pairs), what
+        ``make demo`` trains on; ``lookalike``: the testbed for the paper's claim (one object performs two
+        look-alike pairs, one verb lemma per action), what ``make compare`` trains on."""
         presets: dict[str, dict[str, Any]] = {
             "charades": {},
             "tiny": {
@@ -187,6 +207,28 @@ class SynthConfig:
                 "enter",
                 "leave",
             ),
+        }
+        # The testbed on which action understanding is needed for grounding (docs/results/compare.md): one object
+        # performs two look-alike pairs (e.g. grows ... shrinks ... rises ... falls) and every query names one of
+        # them, so neither "when is it visible" nor "when does it move" finds the span; each action has exactly one
+        # verb lemma, so a model that knows the action can name it and the inversion rewards can reach 100%.
+        presets["lookalike"] = {
+            **presets["tiny"],
+            "clock": "tint",
+            "clock_step": 8.0,
+            "time_grid": 1.0,
+            "duration": (18.0, 24.0),
+            "event_length": (2.0, 3.0),
+            "min_gap": 1.0,
+            "events_per_object": (4, 4),
+            "distractors": (0, 0),
+            "actions": tuple(a for pair in PAIRED_ACTIONS for a in pair),
+            "opposite_prob": 1.0,
+            "absent_start_prob": 0.0,
+            "two_verb_prob": 0.0,
+            "wording": "one_lemma",
+            "queries": "paired",
+            "split": (0.7, 0.1, 0.2),
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")

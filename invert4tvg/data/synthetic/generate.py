@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 
 from invert4tvg.data.synthetic.actions import PAIRS
 from invert4tvg.data.synthetic.config import SynthConfig
+from invert4tvg.data.synthetic.language import activity_query
 from invert4tvg.data.synthetic.render import write_video
 from invert4tvg.data.synthetic.scene import plan_scene
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: *_activity.json, the wording and queries options
 SPLITS = ("train", "val", "test")
 
 
@@ -72,7 +73,22 @@ def _make_video(job: tuple[int, int, SynthConfig, str]) -> dict[str, Any]:
             {"sentence": q.sentence, "start": q.start, "end": q.end, "object": q.object, "actions": q.actions}
             for q in scene.queries
         ],
+        "activity": _activity(scene, seed, index),
     }
+
+
+def _activity(scene, seed: int, index: int) -> list[dict[str, Any]]:
+    """One "when does X change at all" question per acting object (its own RNG: the main queries stay as they were)."""
+    rng = np.random.default_rng([seed, index, 11])
+    return [
+        {
+            "sentence": activity_query(o.colour, o.shape, rng),
+            "start": o.events[0].start,
+            "end": o.events[-1].end,
+        }
+        for o in scene.objects
+        if o.events
+    ]
 
 
 def _public(params: dict[str, Any]) -> dict[str, Any]:
@@ -129,16 +145,20 @@ def generate_benchmark(
 
     splits = assign_splits(num_videos, seed, cfg.split)
     annotations: dict[str, dict[str, Any]] = {s: {} for s in SPLITS}
+    activity: dict[str, dict[str, Any]] = {s: {} for s in SPLITS}
     with open(out / "events.jsonl", "w") as fh:
         for video, split in zip(results, splits):
-            annotations[split][video["video_id"]] = {
-                "duration": video["duration"],
-                "timestamps": [[q["start"], q["end"]] for q in video["queries"]],
-                "sentences": [q["sentence"] for q in video["queries"]],
-            }
+            for table, key in ((annotations, "queries"), (activity, "activity")):
+                if video[key] or key == "queries":
+                    table[split][video["video_id"]] = {
+                        "duration": video["duration"],
+                        "timestamps": [[q["start"], q["end"]] for q in video[key]],
+                        "sentences": [q["sentence"] for q in video[key]],
+                    }
             fh.write(json.dumps({"split": split, **{k: v for k, v in video.items() if k != "index"}}) + "\n")
     for split in SPLITS:
         (out / f"{split}.json").write_text(json.dumps(annotations[split], indent=1) + "\n")
+        (out / f"{split}_activity.json").write_text(json.dumps(activity[split], indent=1) + "\n")
 
     metadata = _metadata(results, splits, seed, cfg)
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
@@ -199,6 +219,8 @@ open/close), which look alike frame by frame and differ only in the direction of
 - `videos/`: H.264 mp4 files.
 - `train.json`, `val.json`, `test.json`: `{{video_id: {{"duration", "timestamps": [[start, end], ...],
   "sentences": [...]}}}}`, times in seconds.
+- `*_activity.json`: per split, one "the X changes" query per acting object whose span runs from its first
+  action's start to its last action's end (a temporal question other than the benchmark's, for warm starts).
 - `events.jsonl`: every object and action with its span, and which actions each query names.
 - `metadata.json`: the full generator configuration and counts.
 

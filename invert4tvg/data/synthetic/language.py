@@ -96,6 +96,25 @@ PHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 
+# One verb per action, and nothing else in the predicate: the ``one_lemma`` wording (the ``lookalike`` preset).
+# The horizontal pair has no everyday verbs of its own, so it borrows "advance" (to the right, the reading
+# direction) and "retreat" (to the left).
+ONE_LEMMA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "grow": (("grows", "is growing"), ("grew",)),
+    "shrink": (("shrinks", "is shrinking"), ("shrank",)),
+    "appear": (("appears", "is appearing"), ("appeared",)),
+    "disappear": (("disappears", "is disappearing"), ("disappeared",)),
+    "enter": (("enters", "is entering"), ("entered",)),
+    "leave": (("leaves", "is leaving"), ("left",)),
+    "move_left": (("retreats", "is retreating"), ("retreated",)),
+    "move_right": (("advances", "is advancing"), ("advanced",)),
+    "rise": (("rises", "is rising"), ("rose",)),
+    "fall": (("falls", "is falling"), ("fell",)),
+    "open": (("opens", "is opening"), ("opened",)),
+    "close": (("closes", "is closing"), ("closed",)),
+}
+WORDINGS = {"varied": PHRASES, "one_lemma": ONE_LEMMA}
+
 ARTICLES = ("the", "a")
 CONNECTORS = ("{a} and then {b}", "{a}, then {b}", "{a} and afterwards {b}", "{a} before it {b}")
 
@@ -104,9 +123,11 @@ def describe(colour: str, shape: str, rng: np.random.Generator) -> str:
     return f"{ARTICLES[int(rng.integers(len(ARTICLES)))]} {colour} {shape}"
 
 
-def predicate(action: str, rng: np.random.Generator, past_tense_prob: float) -> tuple[str, bool]:
+def predicate(
+    action: str, rng: np.random.Generator, past_tense_prob: float, wording: str = "varied"
+) -> tuple[str, bool]:
     """A phrasing of ``action`` and whether it is in the past tense."""
-    present, past = PHRASES[action]
+    present, past = WORDINGS[wording][action]
     past_tense = bool(rng.random() < past_tense_prob)
     options = past if past_tense else present
     return options[int(rng.integers(len(options)))], past_tense
@@ -120,25 +141,43 @@ def _finish(text: str, rng: np.random.Generator) -> str:
 
 
 def single_query(
-    colour: str, shape: str, action: str, rng: np.random.Generator, past_tense_prob: float
+    colour: str,
+    shape: str,
+    action: str,
+    rng: np.random.Generator,
+    past_tense_prob: float,
+    wording: str = "varied",
 ) -> str:
-    pred, _ = predicate(action, rng, past_tense_prob)
+    pred, _ = predicate(action, rng, past_tense_prob, wording)
     return _finish(f"{describe(colour, shape, rng)} {pred}", rng)
 
 
 def two_verb_query(
-    colour: str, shape: str, first: str, second: str, rng: np.random.Generator, past_tense_prob: float
+    colour: str,
+    shape: str,
+    first: str,
+    second: str,
+    rng: np.random.Generator,
+    past_tense_prob: float,
+    wording: str = "varied",
 ) -> str:
     past = bool(rng.random() < past_tense_prob)
     # Both verbs share a tense; the progressive reads badly after "then", so only simple forms are used here.
-    a = _simple(first, past, rng)
-    b = _simple(second, past, rng)
+    a = _simple(first, past, rng, wording)
+    b = _simple(second, past, rng, wording)
     connector = CONNECTORS[int(rng.integers(len(CONNECTORS)))]
     return _finish(f"{describe(colour, shape, rng)} " + connector.format(a=a, b=b), rng)
 
 
-def _simple(action: str, past: bool, rng: np.random.Generator) -> str:
-    present, past_forms = PHRASES[action]
+def activity_query(colour: str, shape: str, rng: np.random.Generator) -> str:
+    """The benchmark's other temporal question: when does the object do anything at all (first action's start to
+    last action's end). A warm start trained on it learns objects, the clock and the answer format, not which
+    action a query names."""
+    return _finish(f"{describe(colour, shape, rng)} changes", rng)
+
+
+def _simple(action: str, past: bool, rng: np.random.Generator, wording: str = "varied") -> str:
+    present, past_forms = WORDINGS[wording][action]
     options = past_forms if past else tuple(p for p in present if not p.startswith("is "))
     return options[int(rng.integers(len(options)))]
 
@@ -149,11 +188,14 @@ def vocabulary() -> list[str]:
     texts: list[str] = []
     texts += [f"{art} {c} {s}" for art in ARTICLES for c in COLOURS for s in SHAPES]
     texts += [f"{art.capitalize()} {c} {s}" for art in ARTICLES for c in COLOURS for s in SHAPES]
-    predicates = [p for present, past in PHRASES.values() for p in (*present, *past)]
+    predicates = [
+        p for table in WORDINGS.values() for present, past in table.values() for p in (*present, *past)
+    ]
     texts += predicates
     for c in COLOURS:
         for s in SHAPES:
             texts += [f"the {c} {s} {p}." for p in predicates]
+    texts += [f"the {c} {s} changes." for c in COLOURS for s in SHAPES]
     for connector in CONNECTORS:
         texts.append(connector.format(a="grows", b="spins"))
     return texts

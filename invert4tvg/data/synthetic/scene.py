@@ -185,12 +185,22 @@ def plan_scene(index: int, seed: int, cfg: SynthConfig) -> Scene:
 
     queries: list[Query] = []
     for k, obj in enumerate(objects):
+        done = {e.action for e in obj.events}
         for event in obj.events:
-            text = single_query(obj.colour, obj.shape, event.action, rng, cfg.past_tense_prob)
+            if cfg.queries == "paired" and ACTIONS[event.action].opposite not in done:
+                continue  # no look-alike span of the same object to tell this one apart from
+            text = single_query(obj.colour, obj.shape, event.action, rng, cfg.past_tense_prob, cfg.wording)
             queries.append(Query(text, event.start, event.end, k, [event.action]))
         if closes[k] is not None:
             a, b = obj.events[closes[k]], obj.events[closes[k] + 1]
-            text = two_verb_query(obj.colour, obj.shape, a.action, b.action, rng, cfg.past_tense_prob)
+            if (
+                cfg.queries == "paired"
+                and not {ACTIONS[a.action].opposite, ACTIONS[b.action].opposite} <= done
+            ):
+                continue
+            text = two_verb_query(
+                obj.colour, obj.shape, a.action, b.action, rng, cfg.past_tense_prob, cfg.wording
+            )
             queries.append(Query(text, a.start, b.end, k, [a.action, b.action]))
     queries.sort(key=lambda q: (q.start, q.end))
     return Scene(

@@ -1,0 +1,78 @@
+"""Checks the configuration gets at parse time, so a bad value fails before a model, a dataset or ``output_dir`` is
+touched (and before a failed run leaves ``metadata.json`` or a TensorBoard directory behind)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def check_training_arguments(args: Any) -> None:
+    """Sizes and lengths shared by GRPO and SFT."""
+    if args.per_device_train_batch_size < 1:
+        raise ConfigError(
+            f"per_device_train_batch_size must be at least 1 (prompts per device per step), got "
+            f"{args.per_device_train_batch_size}: with 0 no step sees a sample and the run would save an untrained "
+            "model"
+        )
+    if args.logprob_batch_size < 1:
+        raise ConfigError(f"logprob_batch_size must be at least 1, got {args.logprob_batch_size}")
+    if args.max_steps <= 0 and not args.num_train_epochs > 0:
+        raise ConfigError(
+            f"nothing to train: max_steps is {args.max_steps} (unset) and num_train_epochs is "
+            f"{args.num_train_epochs}; set max_steps or a positive num_train_epochs"
+        )
+    if not math.isfinite(args.learning_rate) or args.learning_rate < 0:
+        raise ConfigError(f"learning_rate must be a finite number >= 0, got {args.learning_rate}")
+    for name in ("save_steps", "eval_steps", "logging_steps"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(args, name)}")
+    if args.save_total_limit is not None and args.save_total_limit < 0:
+        raise ConfigError(
+            f"save_total_limit must be >= 0 (0 or unset keeps all), got {args.save_total_limit}"
+        )
+
+
+def check_grpo_arguments(args: Any) -> None:
+    """Group size, iterations and the reward functions (names and weights)."""
+    if args.num_generations < 2:
+        raise ConfigError(
+            f"num_generations must be at least 2, got {args.num_generations}: GRPO scores each completion against "
+            "the other completions of its group (advantage = reward - group mean), so a group of "
+            f"{max(args.num_generations, 0)} has no baseline: every advantage is 0 (or undefined) and the loss "
+            "never moves the model. TRL's GRPO requires 2 or more as well; 8 is the usual value."
+        )
+    if args.num_iterations < 1:
+        raise ConfigError(f"num_iterations must be at least 1, got {args.num_iterations}")
+    if args.max_completion_length < 1:
+        raise ConfigError(f"max_completion_length must be at least 1, got {args.max_completion_length}")
+    if args.rollout_workers < 1:
+        raise ConfigError(f"rollout_workers must be at least 1, got {args.rollout_workers}")
+    check_rewards(args.reward_funcs, args.reward_weights)
+
+
+def check_rewards(names: list[str], weights: list[float] | None) -> None:
+    import rewards
+
+    if not names:
+        raise ConfigError("reward_funcs is empty: name at least one reward (see docs/rewards.md)")
+    known = set(rewards.available())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown reward(s) {', '.join(map(repr, unknown))} in reward_funcs; available: "
+            f"{', '.join(sorted(known))}. A plugin reward must be registered (entry point or rewards.register) "
+            "before the config is parsed (docs/rewards.md)."
+        )
+    if weights is not None and len(weights) != len(names):
+        raise ConfigError(
+            f"reward_weights has {len(weights)} entries for {len(names)} reward_funcs ({', '.join(names)}): give "
+            "one weight per reward, in the same order"
+        )
+    bad = [w for w in (weights or []) if not math.isfinite(float(w))]
+    if bad:
+        raise ConfigError(f"reward_weights must be finite numbers, got {weights}")
