@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 
@@ -19,20 +18,9 @@ def load_recipe(name: str):
 
 def small_train(bench: Path, out: Path, n: int = 4) -> Path:
     """A train file with the first ``n`` queries of the benchmark's train split."""
-    data = json.loads((bench / "train.json").read_text())
-    kept, total = {}, 0
-    for vid, entry in data.items():
-        take = min(n - total, len(entry["sentences"]))
-        if take <= 0:
-            break
-        kept[vid] = {
-            **entry,
-            "timestamps": entry["timestamps"][:take],
-            "sentences": entry["sentences"][:take],
-        }
-        total += take
-    out.write_text(json.dumps(kept))
-    return out
+    from test_grpo_training import subset
+
+    return subset(bench, out, n)
 
 
 def grpo_args(bench: Path, train: Path, model: Path, out: Path, *extra: str) -> list[str]:
