@@ -49,7 +49,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 compare: $(STAMP)
-	$(VENV)/bin/invert4tvg compare --testbed demo --out runs/compare --report docs/results/compare
+	$(VENV)/bin/invert4tvg compare --out runs/compare --report docs/results/compare
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
