@@ -35,12 +35,12 @@ from invert4tvg.config import (
     tracker_config,
 )
 from invert4tvg.eval.runner import evaluate
-from invert4tvg.grpo.stops import run_main
 from invert4tvg.grpo.trainer import GRPOTrainer
-from invert4tvg.output_dir import prepare_output_dir, save_final
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
-from invert4tvg.runs import write_metadata
+from invert4tvg.training.output_dir import prepare_output_dir, save_final
+from invert4tvg.training.run_log import write_metadata
+from invert4tvg.training.stops import run_main
 from rewards import nlp
 
 

@@ -24,12 +24,12 @@ from invert4tvg.config import (
     parse_config,
     to_dict,
 )
-from invert4tvg.grpo.stops import run_main
-from invert4tvg.output_dir import prepare_output_dir, save_final
 from invert4tvg.policy.loading import load_policy, mixed_precision
-from invert4tvg.runs import write_metadata
 from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.tasks import build_task_instance
+from invert4tvg.training.output_dir import prepare_output_dir, save_final
+from invert4tvg.training.run_log import write_metadata
+from invert4tvg.training.stops import run_main
 from rewards import nlp
 
 

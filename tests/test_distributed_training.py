@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from test_grpo_training import TIMING_KEYS, recipe_args, subset
 
 from invert4tvg.data.formats import load_records
-from invert4tvg.grpo.stream import BatchStream
+from invert4tvg.training.stream import BatchStream
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")

@@ -23,12 +23,12 @@ from safetensors.torch import load_file
 import rewards
 from invert4tvg.config import GRPOArguments, SFTArguments
 from invert4tvg.config_checks import ConfigError
-from invert4tvg.grpo import stops
-from invert4tvg.grpo.checkpoint import CheckpointError, list_checkpoints
-from invert4tvg.grpo.guards import NonFiniteError
-from invert4tvg.grpo.stops import RunInterrupted, StopSignals
-from invert4tvg.output_dir import OutputDirError, resume_differences
-from invert4tvg.runs import MetricsLog, read_metrics
+from invert4tvg.training import stops
+from invert4tvg.training.checkpoint import CheckpointError, list_checkpoints
+from invert4tvg.training.guards import NonFiniteError
+from invert4tvg.training.output_dir import OutputDirError, resume_differences
+from invert4tvg.training.run_log import MetricsLog, read_metrics
+from invert4tvg.training.stops import RunInterrupted, StopSignals
 
 FAST = ("--beta", "0", "--video_fps", "1")  # no reference pass, half the frames: about a second a step here
 
@@ -254,7 +254,7 @@ def test_final_is_replaced_atomically(finished, tmp_path):
     """A kill while ``final/`` is rewritten leaves the previous ``final/`` whole (a real SIGKILL mid-save)."""
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from invert4tvg.output_dir import save_final
+    from invert4tvg.training.output_dir import save_final
 
     run = copy_run(finished, tmp_path / "run")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(run / "final")
@@ -263,7 +263,7 @@ def test_final_is_replaced_atomically(finished, tmp_path):
     script = (
         "import invert4tvg, sys\n"
         "from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration\n"
-        "from invert4tvg.output_dir import save_final\n"
+        "from invert4tvg.training.output_dir import save_final\n"
         "m = Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[1])\n"
         "p = AutoProcessor.from_pretrained(sys.argv[1])\n"
         "print('ready', flush=True)\n"
@@ -291,7 +291,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(
 ):
     from checkpoint_fixtures import write_malicious_pickle
 
-    from invert4tvg.grpo.checkpoint import _write_manifest
+    from invert4tvg.training.checkpoint import _write_manifest
 
     run = copy_run(finished, tmp_path / "run")
     marker = tmp_path / "pwned"

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     recipe_args = [a for a in args.extra_args if a != "--"]
     if "--config" not in recipe_args:
         raise SystemExit("invert4tvg train: give --config FILE.yaml (see recipes/configs/)")
-    from invert4tvg.grpo.stops import run_main
+    from invert4tvg.training.stops import run_main
 
     # SIGINT / SIGTERM: a checkpoint, one line saying how to resume, exit 130 / 143 (docs/training.md)
     run_main(load_recipe("sft_warmstart" if args.sft else "grpo_qwen25vl").main, recipe_args)

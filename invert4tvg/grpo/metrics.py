@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
+from invert4tvg.grpo.experience import Rollouts
 from invert4tvg.grpo.loss import Advantages
-from invert4tvg.grpo.rollouts import Rollouts, VideoFailureBudget
+from invert4tvg.training.videos import VideoFailureBudget
 
 
 @dataclass
@@ -30,7 +31,7 @@ def gather_for_metrics(accelerator, rollouts: Rollouts, advantages: Advantages) 
     and counters describe the global batch, not process 0's share. Timings are the slowest process's."""
     if accelerator.num_processes == 1:
         return rollouts, advantages
-    from invert4tvg.grpo.distributed import gather_objects
+    from invert4tvg.training.distributed import gather_objects
 
     local = {
         "tasks": list(rollouts.columns["task"]),

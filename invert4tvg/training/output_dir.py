@@ -20,8 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from invert4tvg.grpo import checkpoint as ckpt
-from invert4tvg.grpo.guards import check_parameters, disk_guard
+from invert4tvg.training import checkpoint as ckpt
+from invert4tvg.training.guards import check_parameters, disk_guard
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invert4tvg.grpo.guards import check_parameters, disk_guard
+from invert4tvg.training.guards import check_parameters, disk_guard
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ def nonfinite_parameters(model: torch.nn.Module, trainable_only: bool = True) ->
 
 
 def last_good_checkpoint(run_dir: str | Path) -> str:
-    from invert4tvg.grpo.checkpoint import list_checkpoints
+    from invert4tvg.training.checkpoint import list_checkpoints
 
     found = list_checkpoints(Path(run_dir) / "checkpoints")
     if not found:
