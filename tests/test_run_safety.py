@@ -387,6 +387,8 @@ def test_sft_refuses_a_non_empty_output_dir_before_loading_anything(tiny_bench, 
     args += [
         "--train_annotations",
         str(tiny_bench / "train.json"),
+        "--video_dir",
+        str(tiny_bench / "videos"),
         "--output_dir",
         str(out),
         "--report_to",

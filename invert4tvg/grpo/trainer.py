@@ -180,17 +180,18 @@ class GRPOTrainer(TrainerBase):
         elapsed = time.perf_counter() - t_step
         rollouts, advantages = gather_for_metrics(self.accelerator, rollouts, advantages)
         self.counters["zero_std_groups"] += advantages.zero_std_groups
-        return step_metrics(
+        metrics = step_metrics(
             rollouts,
             advantages,
             update_stats,
-            self.counters,
             self.sampler,
             self.video_budget,
             elapsed,
             epoch=self.stream.epoch_progress,
             lr=self.scheduler.get_last_lr()[0],
         )
+        self.counters["parse_failures"] += metrics.get("parse_failures", 0)
+        return metrics
 
     def _collect(self, records: Sequence[Any], tasks: Sequence[str]) -> Rollouts | None:
         """Decode this process's videos (replacing unreadable ones), then generate and score. None, on every

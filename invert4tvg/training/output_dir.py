@@ -32,7 +32,8 @@ RUN_ENTRIES = ("metadata.json", "metrics.jsonl", "checkpoints", "final", "eval")
 # how often the run logs, saves and evaluates, and how the same computation is distributed or cached.
 MAY_CHANGE_ON_RESUME = frozenset(
     {
-        "output_dir", "resume", "overwrite_output_dir", "run_name", "setting", "report_to",
+        "output_dir", "resume", "overwrite_output_dir", "run_name", "setting", "report_to", "wandb_project",
+        "wandb_entity",
         "logging_steps", "save_steps", "save_total_limit", "eval_steps", "eval_max_samples",
         "val_annotations", "test_annotations", "video_dir", "frame_cache_dir", "frame_cache_gb",
         "rollout_backend", "rollout_workers", "rollout_batch_sequences", "ray_address",

@@ -115,9 +115,15 @@ class StopSignals:
 
 
 def run_main(main, argv: list[str]):
-    """Run a recipe's ``main``; on :class:`RunInterrupted` print its one line last and exit with its code."""
+    """Run a recipe's ``main``; on :class:`RunInterrupted` print its one line last and exit with its code; a
+    configuration error (a bad value, a missing input file) is one line and exit code 2, not a traceback."""
+    from invert4tvg.config_checks import ConfigError
+
     try:
         return main(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     except RunInterrupted as stop:
         from tqdm import tqdm
 
