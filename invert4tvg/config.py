@@ -403,6 +403,12 @@ def parse_config(
     from trl import TrlParser
 
     parser = TrlParser(types)
+    if argv is not None and ("-h" in argv or "--help" in argv):
+        # TrlParser takes --config out of the arguments itself, so it is not among the dataclass fields --help lists.
+        parser.add_argument(
+            "--config",
+            help="YAML file of these fields (recipes/configs/); a --field value on the command line wins over it",
+        )
     if ignore_unknown:
         return parser.parse_args_and_config(args=argv, fail_with_unknown_args=False)
     return parser.parse_args_and_config(args=argv)

@@ -85,7 +85,7 @@ def check_rewards(names: list[str], weights: list[float] | None) -> None:
         raise ConfigError(f"reward_weights must be finite numbers, got {weights}")
 
 
-def _looks_local(path: str) -> bool:
+def looks_local(path: str) -> bool:
     """A model path that cannot be a hub id (``org/name``): a directory that was meant to exist."""
     return path.startswith((".", "/", "~")) or path.count("/") >= 2
 
@@ -108,7 +108,7 @@ def check_inputs(argv: list[str] | None, model: Any, data: Any, tasks: Any) -> N
         for field, value in named.items()
         if value
         and not Path(value).expanduser().exists()
-        and (field != "model_name_or_path" or _looks_local(value))
+        and (field != "model_name_or_path" or looks_local(value))
     ]
     if not missing:
         return
