@@ -71,3 +71,37 @@ def test_every_reward_function_is_logged_with_mean_and_std_overall_and_per_task(
     assert row["rewards/span_inside_video/tvg/mean"] == 0.5
     assert row["rewards/span_inside_video/vc/mean"] is None  # dropped from the logged row
     assert row["rewards/vc/mean"] == 0.5 and row["rewards/vc/vc/mean"] == 0.5
+
+
+def test_report_labels_read_as_settings_not_internals(tmp_path):
+    from invert4tvg.eval.runs import RunResult, group_runs
+
+    meta = {"setting": "invert4tvg", "seed": 0, "p": 0.8, "invert_tasks": ["vc", "ar", "vd"], "model": "m"}
+    validated = RunResult(tmp_path / "a", "run", dict(meta), {"mIoU": 1.0, "strict": None}, "metrics.jsonl")
+    tested = RunResult(
+        tmp_path / "b", "eval", {**meta, "split": "test"}, {"mIoU": 2.0, "strict": False}, "metrics.json"
+    )
+    strict = RunResult(
+        tmp_path / "c", "eval", {**meta, "split": "test"}, {"mIoU": 3.0, "strict": True}, "metrics.json"
+    )
+    labels = sorted(g.label for g in group_runs([validated, tested, strict]))
+    assert labels == [
+        "invert4tvg [split=test, IoU > m]",
+        "invert4tvg [split=test, IoU >= m]",
+        "invert4tvg [validation during training]",
+    ]
+    assert not any("None" in label for label in labels)
+
+
+def test_eval_metadata_names_the_training_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    meta = {"run_name": "r", "setting": "time_r1", "seed": 3, "p": 1.0, "invert_tasks": [], "config": {}}
+    (run / "metadata.json").write_text(json.dumps(meta))
+    assert settings.run_identity(run / "final") == {
+        "run_name": "r",
+        "setting": "time_r1",
+        "seed": 3,
+        "p": 1.0,
+        "invert_tasks": [],
+    }

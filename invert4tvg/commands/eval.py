@@ -38,6 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--video-dir", help="where the videos are")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--setting",
+        help="name this evaluation's setting in reports (e.g. time_r1, invert4tvg); default: the training run's "
+        "setting, which `invert4tvg report` groups seeds by",
+    )
     parser.add_argument("--tasks", default="vc,ar,vd", help="action-understanding tasks to run ('' for none)")
     parser.add_argument("--strict", action="store_true", help="R1@m counts IoU > m (Time-R1) instead of >= m")
     parser.add_argument(
@@ -129,12 +134,13 @@ def run(args: argparse.Namespace) -> int:
             parser=args.parser,
             frame_cache=frame_cache(data_args),
             metadata={
+                **settings.run_identity(args.model),  # setting, seed, p, invert_tasks, reward, run_name
+                **({"setting": args.setting} if args.setting else {}),
                 "model": args.model,
                 "config": config_source,
                 "rollout_backend": backend,
                 "dataset": getattr(data_args, f"{args.split}_annotations"),
                 "split": args.split,
-                "run_name": Path(args.out).name,
             },
         )
     finally:

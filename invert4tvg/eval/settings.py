@@ -31,22 +31,39 @@ SEEN_FIELDS = (
 )
 
 
-def training_config(model: str | Path) -> tuple[dict[str, Any], Path] | None:
-    """The training configuration stored next to ``model`` and the metadata file it came from, or None (a hub
-    id, or a directory no recipe wrote)."""
+# What names the training run in reports: an evaluation of its model is reported as that run (setting, seed, ...).
+IDENTITY_FIELDS = ("run_name", "setting", "seed", "p", "invert_tasks", "reward")
+
+
+def _run_metadata(model: str | Path) -> tuple[dict[str, Any], Path] | None:
     model = Path(model)
     for directory in (model, model.parent):
         path = directory / "metadata.json"
         if not path.is_file():
             continue
         try:
-            config = json.loads(path.read_text()).get("config")
-        except (OSError, ValueError, AttributeError) as err:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
             logger.warning("%s is unreadable (%s): not using the run's configuration", path, err)
             return None
-        if isinstance(config, dict):
-            return config, path
+        if isinstance(meta, dict) and isinstance(meta.get("config"), dict):
+            return meta, path
     return None
+
+
+def training_config(model: str | Path) -> tuple[dict[str, Any], Path] | None:
+    """The training configuration stored next to ``model`` and the metadata file it came from, or None (a hub
+    id, or a directory no recipe wrote)."""
+    found = _run_metadata(model)
+    return None if found is None else (found[0]["config"], found[1])
+
+
+def run_identity(model: str | Path) -> dict[str, Any]:
+    """The training run's name, setting, seed, p, inversion tasks and reward, for the evaluation's metadata."""
+    found = _run_metadata(model)
+    if found is None:
+        return {}
+    return {k: found[0][k] for k in IDENTITY_FIELDS if found[0].get(k) is not None}
 
 
 def apply(config: dict[str, Any], *targets: Any) -> None:
