@@ -168,7 +168,11 @@ class TrainingArguments:
         metadata={"help": "Fraction of the optimizer updates spent warming the learning rate up."},
     )
     per_device_train_batch_size: int = field(
-        default=4, metadata={"help": "Prompts (videos) per device per step."}
+        default=4,
+        metadata={
+            "help": "Prompts (videos) per device per step; GRPO generates num_generations completions for each. TRL "
+            "counts completions here: TRL's value is this times num_generations (docs/training.md)."
+        },
     )
     num_train_epochs: float = field(
         default=2.0, metadata={"help": "Passes over the training records (when max_steps is not set)."}
@@ -202,12 +206,18 @@ class TrainingArguments:
         default=None, metadata={"help": "W&B project; default: $WANDB_PROJECT, else invert4tvg."}
     )
     wandb_entity: str | None = field(default=None, metadata={"help": "W&B entity; default: $WANDB_ENTITY."})
-    resume: str | None = field(default=None, metadata={"help": "latest | path to a checkpoint directory"})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue the run in output_dir: latest (its newest complete checkpoint) or a checkpoint "
+            "directory (transformers' name; --resume_from_checkpoint latest)."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
             "help": "Replace the run already in output_dir (its files only); without it a non-empty "
-            "output_dir is refused unless --resume is given."
+            "output_dir is refused unless --resume_from_checkpoint is given."
         },
     )
     logprob_batch_size: int = field(

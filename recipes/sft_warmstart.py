@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     set_seed(args.seed)
     config = to_dict(model_args, data_args, task_args, args)
-    # output_dir / --resume / --overwrite_output_dir are settled before anything is loaded or written
+    # output_dir / --resume_from_checkpoint / --overwrite_output_dir are settled before anything is loaded or written
     resume_from = prepare_output_dir(args, config, accelerator.is_main_process)
     if resume_from is not None:
-        args.resume = str(resume_from)
+        args.resume_from_checkpoint = str(resume_from)
     accelerator.wait_for_everyone()
 
     policy = load_policy(model_args)

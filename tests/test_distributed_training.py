@@ -129,7 +129,7 @@ def test_two_process_recipe_uneven_batches_bad_videos_schedule_and_resume(
     args = recipe_args(tiny_bench, train, tiny_model_dir, straight)
     torchrun(2, "recipe", *args, *common, "--save_steps", "2")
     args = recipe_args(tiny_bench, train, tiny_model_dir, resumed)
-    torchrun(2, "recipe", *args, *common, "--resume", str(straight / "checkpoints/step_2"))
+    torchrun(2, "recipe", *args, *common, "--resume_from_checkpoint", str(straight / "checkpoints/step_2"))
 
     def rows(run: Path) -> dict[int, dict]:
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

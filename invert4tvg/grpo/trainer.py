@@ -125,8 +125,8 @@ class GRPOTrainer(TrainerBase):
         return history
 
     def _train_loop(self) -> list[dict[str, Any]]:
-        if self.args.resume:
-            self.resume(self.args.resume)
+        if self.args.resume_from_checkpoint:
+            self.resume(self.args.resume_from_checkpoint)
         history = []
         bar = tqdm(
             total=self.total_steps,

@@ -100,8 +100,8 @@ class SFTTrainer(TrainerBase):
             return self._train_loop(stops)
 
     def _train_loop(self, stops: StopSignals) -> list[dict[str, Any]]:
-        if self.args.resume:
-            self.resume(self.args.resume)
+        if self.args.resume_from_checkpoint:
+            self.resume(self.args.resume_from_checkpoint)
         history = []
         bar = tqdm(
             total=self.total_steps,

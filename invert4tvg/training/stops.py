@@ -47,7 +47,7 @@ class RunInterrupted(SystemExit):
             command = shlex.join([*head, *_without_resume(sys.argv[1:])])
             self.message = (
                 f"{name}: stopped after step {step} with checkpoint {checkpoint}; to resume, run the same command "
-                f"with --resume latest: {command} --resume latest"
+                f"with --resume_from_checkpoint latest: {command} --resume_from_checkpoint latest"
             )
 
     def __str__(self) -> str:
@@ -60,10 +60,10 @@ def _without_resume(argv: list[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg in ("--resume", "--overwrite_output_dir"):
+        if arg in ("--resume_from_checkpoint", "--overwrite_output_dir"):
             skip = True
             continue
-        if arg.startswith(("--resume=", "--overwrite_output_dir=")):
+        if arg.startswith(("--resume_from_checkpoint=", "--overwrite_output_dir=")):
             continue
         out.append(arg)
     return out
