@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Appended to the README's commands so the whole quick start takes well under a minute here.
 TOY = {
     "synth": ["--num-videos", "12"],
-    "train": ["--max_steps", "3", "--report_to", "none"],
+    "train": ["--max_steps", "3"],  # keeps the config's report_to: [tensorboard]
     "launch": [
         "--max_steps", "2", "--per_device_train_batch_size", "2", "--num_generations", "2",
         "--max_completion_length", "16", "--report_to", "none",
@@ -105,6 +105,9 @@ def test_readme_quick_start_from_a_fresh_clone(tmp_path):
     for words in ([*synth, *TOY["synth"]], tiny, [*sft, *TOY["train"]], grpo):
         done = run(words, clone)
         assert done.returncode == 0, f"{shlex.join(words)}\n{done.stderr[-4000:]}"
+
+    # The SFT recipe honours report_to as the GRPO one does: TensorBoard events next to metrics.jsonl.
+    assert list((clone / "runs" / "demo" / "sft" / "runs_demo_sft").glob("events.out.tfevents.*"))
 
     run_dir = clone / "runs" / "quickstart"
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
