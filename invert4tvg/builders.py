@@ -29,8 +29,11 @@ def load_split(data: DataArguments, split: str) -> list[GroundingRecord]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     annotations = getattr(data, f"{split}_annotations")
-    if annotations is None:
-        raise ValueError(f"no {split}_annotations in the data configuration")
+    if not annotations:
+        raise ValueError(
+            f"no {split}_annotations in the data configuration: set it (or, for invert4tvg eval, give --data DIR "
+            "or --annotations FILE)"
+        )
     result = load_records(
         data.dataset_format,
         annotations,
@@ -103,8 +106,8 @@ def build_rewards(args: GRPOArguments) -> RewardSet:
             "ar": args.invert_reward_weight,
             "vd": args.invert_reward_weight,
         },
-        "inversion": args.inversion_reward,
-        "inversion_format": args.inversion_format,
+        "inversion": args.invert_reward,
+        "inversion_format": args.invert_format,
     }
     return RewardSet(args.reward_funcs, args.reward_weights, composite, on_error=args.reward_error_policy)
 

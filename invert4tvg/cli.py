@@ -18,6 +18,7 @@ COMMANDS = (
     "report",
     "demo",
     "compare",
+    "env",
 )
 
 
@@ -26,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="invert4tvg",
         description="RL post-training for temporal video grounding (GRPO + Invert4TVG inversion tasks).",
     )
+    from invert4tvg import __version__
+
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"invert4tvg {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"invert4tvg.commands.{name}").add_parser(subparsers)

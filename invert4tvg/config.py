@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from invert4tvg.data.frames import VideoSampling
@@ -28,15 +27,19 @@ class ModelArguments:
     )
     attn_implementation: str | None = field(default=None, metadata={"help": "e.g. sdpa, flash_attention_2."})
     use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
-    lora_r: int = 64
-    lora_alpha: int = 128
-    lora_dropout: float = 0.05
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank (with use_peft)."})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA scaling alpha (with use_peft)."})
+    lora_dropout: float = field(
+        default=0.05, metadata={"help": "Dropout on the LoRA inputs (with use_peft)."}
+    )
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         metadata={"help": "Language-model modules that get adapters (the vision tower never does)."},
     )
     freeze_vision_tower: bool = field(default=True, metadata={"help": "Time-R1 freezes the vision encoder."})
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in backward: less memory, ~30% slower."}
+    )
 
 
 @dataclass
@@ -45,13 +48,21 @@ class DataArguments:
         default="tvg-json",
         metadata={"help": "charades-sta | tvg-json | activitynet | qvhighlights | time-r1"},
     )
-    train_annotations: str | None = None
-    val_annotations: str | None = None
-    test_annotations: str | None = None
+    train_annotations: str | None = field(
+        default=None, metadata={"help": "Annotation file of the training split."}
+    )
+    val_annotations: str | None = field(
+        default=None, metadata={"help": "Validation split: evaluated every eval_steps (and at step 0)."}
+    )
+    test_annotations: str | None = field(
+        default=None, metadata={"help": "Test split: evaluated into OUTPUT_DIR/eval when training ends."}
+    )
     durations: str | None = field(
         default=None, metadata={"help": "Charades csv or a duration map (charades-sta)."}
     )
-    video_dir: str | None = None
+    video_dir: str | None = field(
+        default=None, metadata={"help": "Directory the annotations' video names are relative to."}
+    )
     dataset_source: str | None = field(default=None, metadata={"help": "Source label of the records."})
     on_bad_record: str = field(
         default="raise", metadata={"help": "raise (fail fast) | skip (count and go on)"}
@@ -68,14 +79,24 @@ class DataArguments:
         default=0.05,
         metadata={"help": "Stop training when more than this fraction of videos failed to decode."},
     )
-    video_fps: float = 2.0
-    video_min_frames: int = 4
-    video_max_frames: int = 768
-    video_total_pixels: int = 3584 * 28 * 28
-    video_min_pixels: int = 16 * 28 * 28
-    video_max_pixels: int = 768 * 28 * 28
+    video_fps: float = field(
+        default=2.0, metadata={"help": "Frames sampled per second of video (the paper: 2)."}
+    )
+    video_min_frames: int = field(default=4, metadata={"help": "Fewest frames sampled from a video."})
+    video_max_frames: int = field(default=768, metadata={"help": "Most frames sampled from a video."})
+    video_total_pixels: int = field(
+        default=3584 * 28 * 28,
+        metadata={
+            "help": "Pixel budget of all frames of a video together (qwen-vl-utils' VIDEO_TOTAL_PIXELS)."
+        },
+    )
+    video_min_pixels: int = field(default=16 * 28 * 28, metadata={"help": "Fewest pixels per frame."})
+    video_max_pixels: int = field(default=768 * 28 * 28, metadata={"help": "Most pixels per frame."})
     frame_cache_dir: str | None = field(default=None, metadata={"help": "Disk cache of decoded frames."})
-    frame_cache_gb: float = 20.0
+    frame_cache_gb: float = field(
+        default=20.0,
+        metadata={"help": "Size limit of frame_cache_dir (least recently used entries go first)."},
+    )
 
     def sampling(self) -> VideoSampling:
         return VideoSampling(
@@ -91,8 +112,13 @@ class DataArguments:
 @dataclass
 class TaskArguments:
     tvg_probability: float = field(default=0.8, metadata={"help": "p: chance an iteration trains grounding."})
-    invert_tasks: list[str] = field(default_factory=lambda: ["vc", "ar", "vd"])
-    invert_task_weights: list[float] | None = None
+    invert_tasks: list[str] = field(
+        default_factory=lambda: ["vc", "ar", "vd"],
+        metadata={"help": "Inversion tasks drawn when an iteration does not train grounding: vc, ar, vd."},
+    )
+    invert_task_weights: list[float] | None = field(
+        default=None, metadata={"help": "Relative odds of invert_tasks (None: uniform)."}
+    )
     task_sampling: str = field(default="per_iteration", metadata={"help": "per_iteration | per_sample"})
     verb_mask: str = field(
         default="all", metadata={"help": "VC masks all verbs (all) or one sampled verb (one)."}
@@ -113,39 +139,85 @@ class TaskArguments:
 class TrainingArguments:
     """Optimisation, schedule, logging and checkpointing, shared by GRPO and SFT."""
 
-    output_dir: str = "runs/grpo"
-    run_name: str | None = None
+    output_dir: str = field(
+        default="runs/grpo",
+        metadata={"help": "Run directory: metadata.json, metrics.jsonl, checkpoints/, final/, eval/."},
+    )
+    run_name: str | None = field(
+        default=None,
+        metadata={"help": "Name in reports and trackers (the W&B run name); default: output_dir."},
+    )
     setting: str | None = field(
         default=None, metadata={"help": "Label for reports: time_r1, invert4tvg, ..."}
     )
-    seed: int = 42
-    learning_rate: float = 5e-5
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    seed: int = field(
+        default=42,
+        metadata={"help": "Seeds data order, task draws, sampling and initialisation of new modules."},
+    )
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (peak, after warmup)."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay."})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Clip the gradient norm of each update to this (0: no clipping)."}
+    )
     lr_scheduler_type: str = field(default="constant", metadata={"help": "constant | linear | cosine"})
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of the optimizer updates spent warming the learning rate up."},
+    )
     per_device_train_batch_size: int = field(
-        default=4, metadata={"help": "Prompts (videos) per device per step."}
+        default=4,
+        metadata={
+            "help": "Prompts (videos) per device per step; GRPO generates num_generations completions for each. TRL "
+            "counts completions here: TRL's value is this times num_generations (docs/training.md)."
+        },
     )
-    num_train_epochs: float = 2.0
+    num_train_epochs: float = field(
+        default=2.0, metadata={"help": "Passes over the training records (when max_steps is not set)."}
+    )
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (overrides epochs)."})
-    logging_steps: int = 1
-    save_steps: int = 0
-    save_total_limit: int | None = 2
-    eval_steps: int = 0
-    eval_max_samples: int | None = None
-    report_to: list[str] = field(
-        default_factory=lambda: ["tensorboard"], metadata={"help": "tensorboard, wandb"}
+    logging_steps: int = field(
+        default=1, metadata={"help": "Log a metrics row every this many steps (and the last one)."}
     )
-    resume: str | None = field(default=None, metadata={"help": "latest | path to a checkpoint directory"})
+    save_steps: int = field(
+        default=0, metadata={"help": "Save a resumable checkpoint every this many steps (0: none)."}
+    )
+    save_total_limit: int | None = field(
+        default=2,
+        metadata={
+            "help": "Keep the newest this many checkpoints (0 or None: all). Unlike transformers, which keeps all "
+            "by default, 2 here: a 7B checkpoint with optimizer state is ~90 GB."
+        },
+    )
+    eval_steps: int = field(
+        default=0,
+        metadata={"help": "Evaluate val_annotations every this many steps and at step 0 (0: never)."},
+    )
+    eval_max_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate only the first N validation records."}
+    )
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"],
+        metadata={"help": "Trackers: tensorboard, wandb, or none (metrics.jsonl is always written)."},
+    )
+    wandb_project: str | None = field(
+        default=None, metadata={"help": "W&B project; default: $WANDB_PROJECT, else invert4tvg."}
+    )
+    wandb_entity: str | None = field(default=None, metadata={"help": "W&B entity; default: $WANDB_ENTITY."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue the run in output_dir: latest (its newest complete checkpoint) or a checkpoint "
+            "directory (transformers' name; --resume_from_checkpoint latest)."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
             "help": "Replace the run already in output_dir (its files only); without it a non-empty "
-            "output_dir is refused unless --resume is given."
+            "output_dir is refused unless --resume_from_checkpoint is given."
         },
     )
     logprob_batch_size: int = field(
@@ -156,6 +228,9 @@ class TrainingArguments:
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to]
         self.report_to = [r for r in self.report_to if r != "none"]  # transformers' "none" = no tracker
+        from invert4tvg.training.trackers import check_report_to
+
+        check_report_to(self.report_to)
         from invert4tvg.config_checks import check_training_arguments
 
         check_training_arguments(self)  # at parse time, before a model, data or output_dir is touched
@@ -163,34 +238,70 @@ class TrainingArguments:
 
 @dataclass
 class GRPOArguments(TrainingArguments):
-    num_generations: int = 8
-    max_completion_length: int = 1024
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    beta: float = 0.04
-    epsilon: float = 0.2
-    epsilon_high: float | None = None
-    loss_type: str = "grpo"
-    scale_rewards: str = "group"
-    num_iterations: int = 1
-    importance_sampling_level: str = "token"
-    use_bias_correction_kl: bool = True
-    mask_truncated_completions: bool = False
+    num_generations: int = field(
+        default=8,
+        metadata={"help": "G: completions sampled per prompt; advantages compare them within the group."},
+    )
+    max_completion_length: int = field(default=1024, metadata={"help": "Most new tokens per completion."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of the rollouts (1: off)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling of the rollouts (0: off)."})
+    beta: float = field(
+        default=0.04,
+        metadata={"help": "KL coefficient against the reference model (0: no reference model is kept)."},
+    )
+    epsilon: float = field(
+        default=0.2, metadata={"help": "Lower (and, without epsilon_high, upper) clip range."}
+    )
+    epsilon_high: float | None = field(
+        default=None, metadata={"help": "Upper clip range (DAPO's clip-higher); None: epsilon."}
+    )
+    loss_type: str = field(
+        default="dapo",
+        metadata={
+            "help": "Loss aggregation, TRL's names and default: dapo (token mean over all processes' completion "
+            "tokens), grpo (per-sequence mean, then mean over sequences), bnpo (token mean of this process's batch), "
+            "dr_grpo (token sum / (sequences x max_completion_length))."
+        },
+    )
+    scale_rewards: str = field(
+        default="group", metadata={"help": "Divide advantages by the std of the group, the batch, or none."}
+    )
+    num_iterations: int = field(
+        default=1,
+        metadata={"help": "Updates per batch of rollouts (mu); >1 keeps old log-probs for the ratio."},
+    )
+    importance_sampling_level: str = field(
+        default="token", metadata={"help": "token (GRPO) | sequence (GSPO): where the ratio is taken."}
+    )
+    use_bias_correction_kl: bool = field(
+        default=True, metadata={"help": "Weight the KL estimate by the importance ratio (TRL's option)."}
+    )
+    mask_truncated_completions: bool = field(
+        default=False, metadata={"help": "Leave completions cut at max_completion_length out of the loss."}
+    )
     disable_dropout: bool = field(
         default=True,
         metadata={"help": "TRL's default: no dropout in RL, so the old, reference and current passes agree."},
     )
-    reward_funcs: list[str] = field(default_factory=lambda: ["invert4tvg"])
-    reward_weights: list[float] | None = None
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["invert4tvg"],
+        metadata={
+            "help": "Registered reward names (docs/rewards.md) or your own by path: module.path:function or "
+            "path/to/file.py:function."
+        },
+    )
+    reward_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per reward_funcs entry (None: 1 each)."}
+    )
     invert_reward_weight: float = field(
         default=1.0, metadata={"help": "Weight of vc/ar/vd inside `invert4tvg`."}
     )
     format_reward_weight: float = field(
         default=1.0, metadata={"help": "Weight of format inside `invert4tvg`."}
     )
-    inversion_reward: str = field(default="binary", metadata={"help": "binary | cosine (Table 3 ablation)"})
-    inversion_format: str = field(
+    invert_reward: str = field(default="binary", metadata={"help": "binary | cosine (Table 3 ablation)"})
+    invert_format: str = field(
         default="think_answer",
         metadata={
             "help": "Format reward of VC/AR/VD samples: think_answer (the paper's eq. 11, <think>..</think> "
@@ -199,8 +310,12 @@ class GRPOArguments(TrainingArguments):
     )
     reward_error_policy: str = field(default="raise", metadata={"help": "raise | zero (score 0 and count)"})
     rollout_backend: str = field(default="hf", metadata={"help": "hf | ray-hf | vllm | ray-vllm"})
-    rollout_workers: int = 1
-    rollout_batch_sequences: int = 64
+    rollout_workers: int = field(
+        default=1, metadata={"help": "Ray actors generating rollouts (ray-* backends)."}
+    )
+    rollout_batch_sequences: int = field(
+        default=64, metadata={"help": "Most sequences one generate call batches together."}
+    )
     ray_address: str | None = field(default=None, metadata={"help": "None: start a local Ray; auto: join."})
     # vLLM engines (rollout_backend vllm | ray-vllm); TRL's names. docs/rollouts.md, invert4tvg/rollout/options.py.
     vllm_gpu_memory_utilization: float | None = field(
@@ -215,7 +330,7 @@ class GRPOArguments(TrainingArguments):
             "help": "Sleep between calls (weights to CPU, KV cache freed). None: on for vllm, off for ray-vllm."
         },
     )
-    vllm_tensor_parallel_size: int = 1
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs per vLLM engine."})
     vllm_max_model_length: int | None = field(
         default=None,
         metadata={"help": "Prompt + completion tokens per sequence. None: the model's own limit."},
@@ -234,8 +349,13 @@ class GRPOArguments(TrainingArguments):
         default="token_truncate",
         metadata={"help": "token_truncate | token_mask | sequence_truncate | sequence_mask (TRL's modes)"},
     )
-    vllm_importance_sampling_clip_max: float | None = 3.0
-    vllm_importance_sampling_clip_min: float | None = None
+    vllm_importance_sampling_clip_max: float | None = field(
+        default=3.0,
+        metadata={"help": "Upper bound of the importance-sampling ratio (truncate / mask modes)."},
+    )
+    vllm_importance_sampling_clip_min: float | None = field(
+        default=None, metadata={"help": "Lower bound of the ratio; None: none."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -246,7 +366,7 @@ class GRPOArguments(TrainingArguments):
 
 @dataclass
 class SFTArguments(TrainingArguments):
-    output_dir: str = "runs/sft"
+    output_dir: str = field(default="runs/sft", metadata={"help": "Run directory of the warm start."})
     invert_sft_fraction: float = field(
         default=0.0,
         metadata={"help": "Fraction of examples that are Invert-SFT (clip -> query, paper appendix D)."},
@@ -266,7 +386,7 @@ class SFTArguments(TrainingArguments):
             "another temporal question and leaves the benchmark's grounding to RL (the lookalike testbed)."
         },
     )
-    max_completion_length: int = 256
+    max_completion_length: int = field(default=256, metadata={"help": "Longest target, in tokens."})
     think_template: str = field(
         default="I look for when the event happens.",
         metadata={
@@ -293,6 +413,12 @@ def parse_config(
     from trl import TrlParser
 
     parser = TrlParser(types)
+    if argv is not None and ("-h" in argv or "--help" in argv):
+        # TrlParser takes --config out of the arguments itself, so it is not among the dataclass fields --help lists.
+        parser.add_argument(
+            "--config",
+            help="YAML file of these fields (recipes/configs/); a --field value on the command line wins over it",
+        )
     if ignore_unknown:
         return parser.parse_args_and_config(args=argv, fail_with_unknown_args=False)
     return parser.parse_args_and_config(args=argv)
@@ -308,10 +434,3 @@ def to_dict(*configs: Any) -> dict[str, Any]:
 def tracker_config(config: dict[str, Any]) -> dict[str, Any]:
     """Hyperparameters as TensorBoard accepts them (scalars and strings only)."""
     return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config.items()}
-
-
-def resolve_path(path: str | None, base: str | Path | None = None) -> Path | None:
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or base is None else Path(base) / p

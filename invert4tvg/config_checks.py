@@ -4,6 +4,7 @@ touched (and before a failed run leaves ``metadata.json`` or a TensorBoard direc
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 
@@ -61,13 +62,19 @@ def check_rewards(names: list[str], weights: list[float] | None) -> None:
     if not names:
         raise ConfigError("reward_funcs is empty: name at least one reward (see docs/rewards.md)")
     known = set(rewards.available())
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and not rewards.registry.is_path(n)]
     if unknown:
         raise ConfigError(
             f"unknown reward(s) {', '.join(map(repr, unknown))} in reward_funcs; available: "
-            f"{', '.join(sorted(known))}. A plugin reward must be registered (entry point or rewards.register) "
-            "before the config is parsed (docs/rewards.md)."
+            f"{', '.join(sorted(known))}. Name a reward of your own by path (module.path:function or "
+            "path/to/file.py:function) or install it as a plugin (entry point); docs/rewards.md."
         )
+    for name in names:
+        if rewards.registry.is_path(name):
+            try:
+                rewards.get(name)  # imports it now: a typo fails at parse time, before anything is loaded
+            except KeyError as err:
+                raise ConfigError(f"reward_funcs: {err.args[0]}") from None
     if weights is not None and len(weights) != len(names):
         raise ConfigError(
             f"reward_weights has {len(weights)} entries for {len(names)} reward_funcs ({', '.join(names)}): give "
@@ -76,3 +83,48 @@ def check_rewards(names: list[str], weights: list[float] | None) -> None:
     bad = [w for w in (weights or []) if not math.isfinite(float(w))]
     if bad:
         raise ConfigError(f"reward_weights must be finite numbers, got {weights}")
+
+
+def looks_local(path: str) -> bool:
+    """A model path that cannot be a hub id (``org/name``): a directory that was meant to exist."""
+    return path.startswith((".", "/", "~")) or path.count("/") >= 2
+
+
+def prepare_commands(config_file: str | Path) -> list[str]:
+    """The ``# prepare: COMMAND`` header lines of a config: what creates the files it names."""
+    lines = Path(config_file).read_text().splitlines()
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith("# prepare:")]
+
+
+def check_inputs(argv: list[str] | None, model: Any, data: Any, tasks: Any) -> None:
+    """Fail before anything is loaded or written when a file or directory the configuration names is missing,
+    with one line that says which and, when the config has ``# prepare:`` lines, the commands that create them."""
+    named = {"model_name_or_path": model.model_name_or_path}
+    named.update({f: getattr(data, f) for f in ("train_annotations", "val_annotations", "test_annotations")})
+    named.update({"durations": data.durations, "video_dir": data.video_dir})
+    named["prompt_templates"] = tasks.prompt_templates
+    missing = [
+        f"{field}={value}"
+        for field, value in named.items()
+        if value
+        and not Path(value).expanduser().exists()
+        and (field != "model_name_or_path" or looks_local(value))
+    ]
+    if not missing:
+        return
+    config = _config_file(argv or [])
+    where = f"{config}: " if config else ""
+    hint = "fix the paths, or run from the directory they are relative to"
+    commands = prepare_commands(config) if config and Path(config).is_file() else []
+    if commands:
+        hint = "create them with: " + " && ".join(commands)
+    raise ConfigError(f"{where}{', '.join(missing)} not found (relative to {Path.cwd()}); {hint}")
+
+
+def _config_file(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None

@@ -32,15 +32,16 @@ from invert4tvg.config import (
     TaskArguments,
     parse_config,
     to_dict,
-    tracker_config,
 )
+from invert4tvg.config_checks import check_inputs
 from invert4tvg.eval.runner import evaluate
-from invert4tvg.grpo.stops import run_main
 from invert4tvg.grpo.trainer import GRPOTrainer
-from invert4tvg.output_dir import prepare_output_dir, save_final
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
-from invert4tvg.runs import write_metadata
+from invert4tvg.training import trackers
+from invert4tvg.training.output_dir import prepare_output_dir, save_final
+from invert4tvg.training.run_log import write_metadata
+from invert4tvg.training.stops import run_main
 from rewards import nlp
 
 
@@ -48,18 +49,19 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, task_args, args = parse_config(
         (ModelArguments, DataArguments, TaskArguments, GRPOArguments), argv
     )
+    check_inputs(argv, model_args, data_args, task_args)  # a missing file: one line naming what creates it
     # bf16 compute under autocast with fp32 trainable weights (docs/training.md, "Precision")
     accelerator = Accelerator(
         mixed_precision=mixed_precision(model_args),
-        log_with=args.report_to or None,
+        log_with=trackers.log_with(args),
         project_dir=args.output_dir,
     )
     set_seed(args.seed)
     config = to_dict(model_args, data_args, task_args, args)
-    # output_dir / --resume / --overwrite_output_dir are settled before anything is loaded or written
+    # output_dir / --resume_from_checkpoint / --overwrite_output_dir are settled before anything is loaded or written
     resume_from = prepare_output_dir(args, config, accelerator.is_main_process)
     if resume_from is not None:
-        args.resume = str(resume_from)
+        args.resume_from_checkpoint = str(resume_from)
     accelerator.wait_for_everyone()
 
     policy = load_policy(model_args)
@@ -93,12 +95,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     metadata = {
-        "run_name": args.run_name or args.output_dir,
+        "run_name": trackers.run_name(args),
         "setting": args.setting,
         "seed": args.seed,
         "p": task_args.tvg_probability,
         "invert_tasks": task_args.invert_tasks,
-        "reward": args.inversion_reward,
+        "reward": args.invert_reward,
         "model": model_args.model_name_or_path,
         "dataset": data_args.train_annotations,
         "config": config,
@@ -107,10 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         metadata["resumed_from"] = str(resume_from)
     if accelerator.is_main_process:
         write_metadata(args.output_dir, **metadata)
-    if args.report_to:
-        accelerator.init_trackers(
-            metadata["run_name"].replace("/", "_"), config=tracker_config(metadata["config"])
-        )
+    trackers.start_trackers(accelerator, args, config)
 
     def validate(step: int) -> dict[str, float]:
         metrics = evaluate(policy, engine, val_records, None, **eval_options)

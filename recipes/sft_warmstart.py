@@ -24,12 +24,14 @@ from invert4tvg.config import (
     parse_config,
     to_dict,
 )
-from invert4tvg.grpo.stops import run_main
-from invert4tvg.output_dir import prepare_output_dir, save_final
+from invert4tvg.config_checks import check_inputs
 from invert4tvg.policy.loading import load_policy, mixed_precision
-from invert4tvg.runs import write_metadata
 from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.tasks import build_task_instance
+from invert4tvg.training import trackers
+from invert4tvg.training.output_dir import prepare_output_dir, save_final
+from invert4tvg.training.run_log import write_metadata
+from invert4tvg.training.stops import run_main
 from rewards import nlp
 
 
@@ -37,18 +39,19 @@ def main(argv: list[str] | None = None) -> None:
     model_args, data_args, task_args, args = parse_config(
         (ModelArguments, DataArguments, TaskArguments, SFTArguments), argv
     )
+    check_inputs(argv, model_args, data_args, task_args)  # a missing file: one line naming what creates it
     # bf16 compute under autocast with fp32 trainable weights (docs/training.md, "Precision")
     accelerator = Accelerator(
         mixed_precision=mixed_precision(model_args),
-        log_with=args.report_to or None,
+        log_with=trackers.log_with(args),
         project_dir=args.output_dir,
     )
     set_seed(args.seed)
     config = to_dict(model_args, data_args, task_args, args)
-    # output_dir / --resume / --overwrite_output_dir are settled before anything is loaded or written
+    # output_dir / --resume_from_checkpoint / --overwrite_output_dir are settled before anything is loaded or written
     resume_from = prepare_output_dir(args, config, accelerator.is_main_process)
     if resume_from is not None:
-        args.resume = str(resume_from)
+        args.resume_from_checkpoint = str(resume_from)
     accelerator.wait_for_everyone()
 
     policy = load_policy(model_args)
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         write_metadata(
             args.output_dir,
-            run_name=args.run_name or args.output_dir,
+            run_name=trackers.run_name(args),
             setting=args.setting or "sft",
             seed=args.seed,
             model=model_args.model_name_or_path,
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             config=config,
             **({"resumed_from": str(resume_from)} if resume_from is not None else {}),
         )
+    trackers.start_trackers(accelerator, args, config)  # TensorBoard / W&B, as GRPO
     trainer = SFTTrainer(
         policy,
         records,

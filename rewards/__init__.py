@@ -32,7 +32,7 @@ from rewards.grounding import FormatReward, IoUReward, parse_span, temporal_iou 
 from rewards.grounding import SPAN_PARSERS, parse_span_time_r1  # isort: skip
 from rewards.verbs import ActionRecognitionReward, VerbCompletionReward, VideoDescriptionReward  # isort: skip
 from rewards.cosine import CosineReward, EmbeddingsUnavailable  # isort: skip
-from rewards.composite import Invert4TVGReward, RewardBreakdown, components  # isort: skip
+from rewards.composite import Invert4TVGReward, RewardBreakdown  # isort: skip
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -59,7 +59,6 @@ __all__ = [
     "available",
     "build",
     "completion_text",
-    "components",
     "get",
     "has_valid_format",
     "nlp",

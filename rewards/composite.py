@@ -162,10 +162,3 @@ def _call_subset(
         return reward([completions[i] for i in indices], **sub)
     except RewardSampleError as err:
         raise RewardSampleError(err.reward, indices[err.index], err.cause) from err.cause
-
-
-def components(completions: Sequence[Any], **columns: Any) -> dict[str, list[float | None]]:
-    """Per-sample component scores of a mixed batch with the default composite (for logging)."""
-    reward = registry.get("invert4tvg")
-    assert isinstance(reward, Invert4TVGReward)
-    return reward.score(completions, **columns).components

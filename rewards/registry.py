@@ -7,14 +7,23 @@ A plugin package declares its rewards in its own pyproject.toml::
 
 and ``rewards.get("my_reward")`` finds it once the package is installed. An entry point may name a function (used
 as is) or a class (instantiated by ``get`` with no arguments, by ``build`` with the caller's options).
+
+A name that is not registered but reads as a path is imported, as TRL's CLI does for ``reward_funcs``:
+``module.path:function``, ``module.path.function`` or ``path/to/file.py:function`` (a module is looked for on
+``sys.path`` and then in the working directory). Importing the module also runs its ``@register`` decorators.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rewards.base import GuardedReward, Reward
@@ -86,13 +95,66 @@ def reload_entry_points() -> None:
     _load_entry_points()
 
 
+def is_path(name: str) -> bool:
+    """Whether ``name`` names a reward by import path rather than by registered name."""
+    return ":" in name or "." in name
+
+
+def display_name(name: str) -> str:
+    """What a reward is logged as: its registered name, or the function's name for a path (TRL logs
+    ``rewards/<__name__>/mean``)."""
+    return name.rsplit(":", 1)[-1].rsplit(".", 1)[-1] if is_path(name) else name
+
+
+def _import_module(module: str, name: str):
+    if module.endswith(".py") or "/" in module or os.sep in module:
+        path = Path(module).expanduser()
+        if not path.is_file():
+            raise KeyError(f"reward {name!r}: file {path} not found (relative to {Path.cwd()})")
+        spec = importlib.util.spec_from_file_location(f"invert4tvg_reward_{path.stem}", path)
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = loaded
+        spec.loader.exec_module(loaded)
+        return loaded
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module.split(".")[0] or os.getcwd() in sys.path:
+            raise
+    sys.path.append(os.getcwd())  # a module next to the config, as TRL's CLI finds one
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        raise KeyError(
+            f"reward {name!r}: cannot import module {module!r} ({err}); give module.path:function with the "
+            f"module importable (installed, or under {Path.cwd()}), or path/to/file.py:function"
+        ) from None
+
+
+def _load_path(name: str) -> Any:
+    module, sep, attr = name.rpartition(":")
+    if not sep:
+        module, _, attr = name.rpartition(".")
+    if not module or not attr:
+        raise KeyError(f"reward {name!r}: write module.path:function or path/to/file.py:function")
+    target = getattr(_import_module(module, name), attr, None)
+    if target is None or not callable(target):
+        raise KeyError(f"reward {name!r}: {module} has no callable {attr!r}")
+    return target
+
+
 def _lookup(name: str) -> Any:
     if name not in _registry:
         _load_entry_points()
+    if name not in _registry and is_path(name):
+        register(name, _load_path(name))
     try:
         return _registry[name]
     except KeyError:
-        raise KeyError(f"unknown reward {name!r}; available: {', '.join(available())}") from None
+        raise KeyError(
+            f"unknown reward {name!r}; available: {', '.join(available())}; a reward of your own can be named "
+            "by path: module.path:function or path/to/file.py:function"
+        ) from None
 
 
 def get(name: str) -> Callable[..., list[float | None]]:

@@ -3,7 +3,7 @@ with one process): writes the loss and the gradients the optimizer sees, for tes
 
 The rollouts are built by hand (fixed completion token ids of deliberately unequal lengths, fixed rewards), so a run
 with N processes and a run with one process train on exactly the same global batch; every process takes its share
-in process order, as :class:`~invert4tvg.grpo.stream.BatchStream` does.
+in process order, as :class:`~invert4tvg.training.stream.BatchStream` does.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerat
     from invert4tvg.data.formats import load_records
     from invert4tvg.data.frames import VideoSampling
     from invert4tvg.data.video import decode_video
+    from invert4tvg.grpo.experience import Rollouts
     from invert4tvg.grpo.loss import compute_advantages
-    from invert4tvg.grpo.rollouts import Rollouts
     from invert4tvg.grpo.trainer import GRPOTrainer
     from invert4tvg.policy.loading import load_policy
     from invert4tvg.rollout.base import Completion

@@ -11,7 +11,7 @@ import pytest
 import torch
 from checkpoint_fixtures import write_malicious_pickle
 
-from invert4tvg.grpo.checkpoint import (
+from invert4tvg.training.checkpoint import (
     CheckpointError,
     _write_manifest,
     find_checkpoint,
@@ -20,7 +20,7 @@ from invert4tvg.grpo.checkpoint import (
     set_rng_state,
     verify_checkpoint,
 )
-from invert4tvg.grpo.guards import NonFiniteError, check_parameters, disk_guard, nonfinite_parameters
+from invert4tvg.training.guards import NonFiniteError, check_parameters, disk_guard, nonfinite_parameters
 
 
 def test_the_malicious_file_really_runs_code_when_unpickled(tmp_path):

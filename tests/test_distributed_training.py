@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from test_grpo_training import TIMING_KEYS, recipe_args, subset
 
 from invert4tvg.data.formats import load_records
-from invert4tvg.grpo.stream import BatchStream
+from invert4tvg.training.stream import BatchStream
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -129,7 +129,7 @@ def test_two_process_recipe_uneven_batches_bad_videos_schedule_and_resume(
     args = recipe_args(tiny_bench, train, tiny_model_dir, straight)
     torchrun(2, "recipe", *args, *common, "--save_steps", "2")
     args = recipe_args(tiny_bench, train, tiny_model_dir, resumed)
-    torchrun(2, "recipe", *args, *common, "--resume", str(straight / "checkpoints/step_2"))
+    torchrun(2, "recipe", *args, *common, "--resume_from_checkpoint", str(straight / "checkpoints/step_2"))
 
     def rows(run: Path) -> dict[int, dict]:
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

@@ -114,7 +114,7 @@ def test_resume_is_exact_across_an_epoch_boundary(grpo_recipe, tiny_bench, tiny_
             resumed,
             "--max_steps",
             "4",
-            "--resume",
+            "--resume_from_checkpoint",
             str(straight / "checkpoints/step_2"),
         )
     )
@@ -170,7 +170,7 @@ def test_lora_run_checkpoints_adapters_only_and_resumes(grpo_recipe, tiny_bench,
             resumed,
             "--max_steps",
             "2",
-            "--resume",
+            "--resume_from_checkpoint",
             str(run / "checkpoints/step_1"),
             *lora,
         )

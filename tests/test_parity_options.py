@@ -84,8 +84,8 @@ def test_answer_only_format_for_inversion_tasks():
 def test_inversion_format_reaches_the_reward_from_config():
     from invert4tvg.builders import build_rewards
 
-    assert GRPOArguments().inversion_format == "think_answer"  # the paper's by default
-    reward_set = build_rewards(GRPOArguments(inversion_format="answer_only"))
+    assert GRPOArguments().invert_format == "think_answer"  # the paper's by default
+    reward_set = build_rewards(GRPOArguments(invert_format="answer_only"))
     assert reward_set.funcs[0].inversion_format == "answer_only"
 
 

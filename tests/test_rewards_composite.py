@@ -41,7 +41,6 @@ def test_mixed_batch_totals_and_components():
     }
     assert breakdown.total == [pytest.approx(4 / 3), 2.0, 1.0, 2.0, 0.0]
     assert rewards.get("invert4tvg")(COMPLETIONS, **COLUMNS) == breakdown.total
-    assert rewards.components(COMPLETIONS, **COLUMNS) == breakdown.components
 
 
 def test_weights_from_config():
@@ -83,7 +82,8 @@ def test_plugin_task_reward_with_error_mapping():
 
 
 def test_only_tvg_batch_leaves_inversion_slots_empty():
-    out = rewards.components(COMPLETIONS[:1], **{k: v[:1] for k, v in COLUMNS.items()})
+    reward = rewards.get("invert4tvg")
+    out = reward.score(COMPLETIONS[:1], **{k: v[:1] for k, v in COLUMNS.items()}).components
     assert out["vc"] == out["ar"] == out["vd"] == [None]
 
 

@@ -140,3 +140,42 @@ def test_trl_calling_convention():
         assert not trl_utils.is_async_callable(reward)
         assert len(reward(**kwargs)) == 2
     assert rewards.get("iou")(**kwargs) == [1.0, None]
+
+
+def test_rewards_named_by_path_are_imported(tmp_path, monkeypatch):
+    """TRL's CLI accepts module.path.function in reward_funcs; so do we, plus module:function and file.py:function."""
+    (tmp_path / "my_rewards_mod.py").write_text(
+        "def longer_than_two(completions, **columns):\n    return [float(len(c) > 2) for c in completions]\n"
+    )
+    monkeypatch.chdir(tmp_path)  # found in the working directory, as TRL finds a module next to the config
+    for name in (
+        "my_rewards_mod:longer_than_two",
+        "my_rewards_mod.longer_than_two",
+        "my_rewards_mod.py:longer_than_two",
+    ):
+        try:
+            assert rewards.get(name)(["abc", "a"]) == [1.0, 0.0]
+            assert (
+                rewards.registry.display_name(name) == "longer_than_two"
+            )  # logged as rewards/longer_than_two/*
+        finally:
+            rewards.unregister(name)
+    example = f"{ROOT}/examples/span_reward.py:span_inside_video"
+    scores = rewards.get(example)(
+        [GOOD, GOOD, "no span"], task=["tvg", "vc", "tvg"], duration=[1.5, 1.5, 1.5]
+    )
+    assert scores == [0.0, None, 0.0]  # ends at 2 s > 1.5 s; inversion tasks unscored; unparseable scores 0
+    rewards.unregister(example)
+
+
+def test_a_reward_path_that_does_not_resolve_fails_at_parse_time(tmp_path, monkeypatch):
+    from invert4tvg.config import GRPOArguments
+    from invert4tvg.config_checks import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_module'"):
+        GRPOArguments(reward_funcs=["invert4tvg", "no_such_module:fn"])
+    with pytest.raises(ConfigError, match="has no callable 'missing'"):
+        GRPOArguments(reward_funcs=[f"{ROOT}/examples/span_reward.py:missing"])
+    with pytest.raises(ConfigError, match="not found"):
+        GRPOArguments(reward_funcs=["nope/span_reward.py:span_inside_video"])

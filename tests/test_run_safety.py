@@ -23,12 +23,12 @@ from safetensors.torch import load_file
 import rewards
 from invert4tvg.config import GRPOArguments, SFTArguments
 from invert4tvg.config_checks import ConfigError
-from invert4tvg.grpo import stops
-from invert4tvg.grpo.checkpoint import CheckpointError, list_checkpoints
-from invert4tvg.grpo.guards import NonFiniteError
-from invert4tvg.grpo.stops import RunInterrupted, StopSignals
-from invert4tvg.output_dir import OutputDirError, resume_differences
-from invert4tvg.runs import MetricsLog, read_metrics
+from invert4tvg.training import stops
+from invert4tvg.training.checkpoint import CheckpointError, list_checkpoints
+from invert4tvg.training.guards import NonFiniteError
+from invert4tvg.training.output_dir import OutputDirError, resume_differences
+from invert4tvg.training.run_log import MetricsLog, read_metrics
+from invert4tvg.training.stops import RunInterrupted, StopSignals
 
 FAST = ("--beta", "0", "--video_fps", "1")  # no reference pass, half the frames: about a second a step here
 
@@ -69,7 +69,9 @@ def test_second_run_into_a_finished_dir_is_refused_and_changes_nothing(
     grpo, finished, tiny_bench, tiny_model_dir, train_file
 ):
     before = snapshot(finished)
-    with pytest.raises(OutputDirError, match=r"not empty.*--resume latest.*--overwrite_output_dir"):
+    with pytest.raises(
+        OutputDirError, match=r"not empty.*--resume_from_checkpoint latest.*--overwrite_output_dir"
+    ):
         grpo.main(grpo_args(tiny_bench, train_file, tiny_model_dir, finished, "--max_steps", "1", *FAST))
     assert snapshot(finished) == before
 
@@ -102,7 +104,7 @@ def test_resume_and_overwrite_together_are_refused(grpo, tiny_bench, tiny_model_
     with pytest.raises(OutputDirError, match="give one of them"):
         grpo.main(
             grpo_args(
-                tiny_bench, train_file, tiny_model_dir, tmp_path / "run", "--resume", "latest",
+                tiny_bench, train_file, tiny_model_dir, tmp_path / "run", "--resume_from_checkpoint", "latest",
                 "--overwrite_output_dir", "true",
             )
         )  # fmt: skip
@@ -120,7 +122,15 @@ def test_resume_with_a_changed_config_is_refused_before_any_write(
     run = copy_run(finished, tmp_path / "run")
     before = snapshot(run)
     args = grpo_args(
-        tiny_bench, train_file, tiny_model_dir, run, "--max_steps", "2", "--resume", "latest", *FAST
+        tiny_bench,
+        train_file,
+        tiny_model_dir,
+        run,
+        "--max_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+        *FAST,
     )
     with pytest.raises(OutputDirError, match=f"{field}: .* -> "):
         grpo.main([*args, *change])
@@ -131,7 +141,7 @@ def test_resume_may_change_the_listed_fields_and_records_them(
     grpo, finished, tiny_bench, tiny_model_dir, train_file, tmp_path
 ):
     run = copy_run(finished, tmp_path / "run")
-    args = grpo_args(tiny_bench, train_file, tiny_model_dir, run, "--resume", "latest", *FAST)
+    args = grpo_args(tiny_bench, train_file, tiny_model_dir, run, "--resume_from_checkpoint", "latest", *FAST)
     grpo.main([*args, "--max_steps", "3", "--logging_steps", "2", "--save_total_limit", "5"])
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["config"]["logging_steps"] == 2 and meta["config"]["max_steps"] == 3
@@ -205,7 +215,15 @@ def test_a_torn_metrics_line_does_not_block_resume(
     with (run / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 3, "reward": 0.1, "lo')  # killed mid-write
     args = grpo_args(
-        tiny_bench, train_file, tiny_model_dir, run, "--resume", "latest", "--max_steps", "3", *FAST
+        tiny_bench,
+        train_file,
+        tiny_model_dir,
+        run,
+        "--resume_from_checkpoint",
+        "latest",
+        "--max_steps",
+        "3",
+        *FAST,
     )
     grpo.main(args)
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]
@@ -240,9 +258,9 @@ def test_resume_latest_falls_back_from_a_damaged_checkpoint(
     (run / "checkpoints/step_2/optimizer.pt").write_bytes(b"")  # emptied (disk full, a bad copy)
     args = grpo_args(tiny_bench, train_file, tiny_model_dir, run, "--max_steps", "2", *FAST)
     with pytest.raises(CheckpointError, match=r"optimizer\.pt has 0 bytes"):
-        grpo.main([*args, "--resume", str(run / "checkpoints/step_2")])
+        grpo.main([*args, "--resume_from_checkpoint", str(run / "checkpoints/step_2")])
     with caplog.at_level(logging.WARNING):
-        grpo.main([*args, "--resume", "latest"])
+        grpo.main([*args, "--resume_from_checkpoint", "latest"])
     assert "step_2 is damaged (optimizer.pt has 0 bytes" in caplog.text
     assert "falling back to step_1" in caplog.text
     assert json.loads((run / "metadata.json").read_text())["resumed_from"].endswith("step_1")
@@ -254,7 +272,7 @@ def test_final_is_replaced_atomically(finished, tmp_path):
     """A kill while ``final/`` is rewritten leaves the previous ``final/`` whole (a real SIGKILL mid-save)."""
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from invert4tvg.output_dir import save_final
+    from invert4tvg.training.output_dir import save_final
 
     run = copy_run(finished, tmp_path / "run")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(run / "final")
@@ -263,7 +281,7 @@ def test_final_is_replaced_atomically(finished, tmp_path):
     script = (
         "import invert4tvg, sys\n"
         "from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration\n"
-        "from invert4tvg.output_dir import save_final\n"
+        "from invert4tvg.training.output_dir import save_final\n"
         "m = Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[1])\n"
         "p = AutoProcessor.from_pretrained(sys.argv[1])\n"
         "print('ready', flush=True)\n"
@@ -285,20 +303,28 @@ def test_final_is_replaced_atomically(finished, tmp_path):
     shutil.rmtree(run / ".final.tmp", ignore_errors=True)
 
 
-# -- item 1: no code execution through --resume --------------------------------------------------------------
+# -- item 1: no code execution through --resume_from_checkpoint ----------------------------------------------
 def test_resume_refuses_a_checkpoint_that_would_run_code(
     grpo, finished, tiny_bench, tiny_model_dir, train_file, tmp_path
 ):
     from checkpoint_fixtures import write_malicious_pickle
 
-    from invert4tvg.grpo.checkpoint import _write_manifest
+    from invert4tvg.training.checkpoint import _write_manifest
 
     run = copy_run(finished, tmp_path / "run")
     marker = tmp_path / "pwned"
     write_malicious_pickle(run / "checkpoints/step_2/scheduler.pt", marker)
     _write_manifest(run / "checkpoints/step_2")  # an attacker who can write files can fix the manifest too
     args = grpo_args(
-        tiny_bench, train_file, tiny_model_dir, run, "--max_steps", "2", "--resume", "latest", *FAST
+        tiny_bench,
+        train_file,
+        tiny_model_dir,
+        run,
+        "--max_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+        *FAST,
     )
     with pytest.raises(CheckpointError, match=r"refusing to load .*scheduler\.pt.*could run arbitrary code"):
         grpo.main(args)
@@ -332,13 +358,17 @@ def test_sigterm_stops_the_run_with_a_checkpoint_and_a_resume_line(
     last = err.strip().splitlines()[-1]
     pattern = r"SIGTERM: stopped after step (\d+) with checkpoint \S+; to resume, run the same command with "
     assert re.match(
-        pattern + r"--resume latest: python recipes/grpo_qwen25vl\.py .* --resume latest$", last
+        pattern
+        + r"--resume_from_checkpoint latest: python recipes/grpo_qwen25vl\.py .* --resume_from_checkpoint latest$",
+        last,
     ), last
     step = int(re.match(pattern, last).group(1))
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == [f"step_{step}"]
     assert [r["step"] for r in read_metrics(out)] == list(range(1, step + 1))
     assert "Traceback" not in err
-    resume = grpo_args(tiny_bench, train_file, tiny_model_dir, out, "--resume", "latest", *FAST)
+    resume = grpo_args(
+        tiny_bench, train_file, tiny_model_dir, out, "--resume_from_checkpoint", "latest", *FAST
+    )
     grpo.main([*resume, "--max_steps", str(step + 1), "--save_steps", "0"])
     assert [r["step"] for r in read_metrics(out)] == list(range(1, step + 2))
 
@@ -387,6 +417,8 @@ def test_sft_refuses_a_non_empty_output_dir_before_loading_anything(tiny_bench, 
     args += [
         "--train_annotations",
         str(tiny_bench / "train.json"),
+        "--video_dir",
+        str(tiny_bench / "videos"),
         "--output_dir",
         str(out),
         "--report_to",
@@ -398,10 +430,17 @@ def test_sft_refuses_a_non_empty_output_dir_before_loading_anything(tiny_bench, 
 
 
 def test_the_resume_line_replays_the_command_without_resume_or_overwrite(monkeypatch):
-    argv = ["recipes/grpo_qwen25vl.py", "--config", "c.yaml", "--overwrite_output_dir", "true", "--resume=x"]
+    argv = [
+        "recipes/grpo_qwen25vl.py",
+        "--config",
+        "c.yaml",
+        "--overwrite_output_dir",
+        "true",
+        "--resume_from_checkpoint=x",
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     line = RunInterrupted(signal.SIGTERM, 3, Path("ckpt")).message
-    assert line.endswith(": python recipes/grpo_qwen25vl.py --config c.yaml --resume latest")
+    assert line.endswith(": python recipes/grpo_qwen25vl.py --config c.yaml --resume_from_checkpoint latest")
     early = RunInterrupted(signal.SIGINT, 0, None)
     assert early.code == 130 and "--overwrite_output_dir true to start again" in early.message
 

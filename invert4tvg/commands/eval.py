@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -11,11 +14,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a checkpoint: R1@0.3/0.5/0.7, mIoU, VC/AR/VD accuracy -> predictions.jsonl + metrics.json",
         description="Generate answers with the TVG prompt on whole videos (greedy by default) and with the VC/AR/VD "
-        "prompts on ground-truth clips, score them, and write OUT/predictions.jsonl and OUT/metrics.json. Data and "
-        "video settings come from --config (a training config) and/or the flags below.",
+        "prompts on ground-truth clips, score them, and write OUT/predictions.jsonl and OUT/metrics.json. Data, prompt and video "
+        "settings come from the training run of --model (RUN/metadata.json next to RUN/final) unless --config "
+        "is given, then from the flags below.",
     )
     parser.add_argument("--model", required=True, help="checkpoint directory or hub id (e.g. RUN/final)")
-    parser.add_argument("--config", help="a training YAML: its data, video and prompt settings are used")
+    parser.add_argument(
+        "--config",
+        help="a training YAML whose data, video and prompt settings are used (default: the configuration the "
+        "model was trained with, read from its run's metadata.json; a warning names every setting the model "
+        "sees that differs from training)",
+    )
     parser.add_argument(
         "--data", help="a benchmark directory with {split}.json and videos/ (e.g. invert4tvg synth output)"
     )
@@ -29,6 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--video-dir", help="where the videos are")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--setting",
+        help="name this evaluation's setting in reports (e.g. time_r1, invert4tvg); default: the training run's "
+        "setting, which `invert4tvg report` groups seeds by",
+    )
     parser.add_argument("--tasks", default="vc,ar,vd", help="action-understanding tasks to run ('' for none)")
     parser.add_argument("--strict", action="store_true", help="R1@m counts IoU > m (Time-R1) instead of >= m")
     parser.add_argument(
@@ -48,7 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=int, help="rollout workers for ray-* backends (default: the config's, else 1)"
     )
     parser.add_argument("--max-samples", type=int, help="evaluate only the first N records")
-    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="longest answer (default: the training run's max_completion_length, else 1024)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -57,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     from invert4tvg.builders import build_engine, frame_cache, load_split, load_templates
     from invert4tvg.config import DataArguments, ModelArguments, TaskArguments, parse_config
+    from invert4tvg.eval import settings
     from invert4tvg.eval.runner import evaluate
     from invert4tvg.policy.loading import load_policy
     from rewards import nlp
@@ -65,6 +84,21 @@ def run(args: argparse.Namespace) -> int:
     model_args, data_args, task_args = parse_config(
         (ModelArguments, DataArguments, TaskArguments), argv, ignore_unknown=True
     )
+    trained = settings.training_config(args.model)
+    config_source = args.config
+    if trained is None and not args.config:
+        logger.warning(
+            "%s has no run metadata.json beside it: default prompts and video settings are used; pass the "
+            "training --config so the model is evaluated as it was trained",
+            args.model,
+        )
+    elif trained is not None and not args.config:
+        settings.apply(trained[0], data_args, task_args)
+        config_source = str(trained[1])
+        logger.info("data, prompt and video settings: the training configuration in %s", trained[1])
+    elif trained is not None:
+        for difference in settings.differences(trained[0], data_args, task_args):
+            logger.warning("--config differs from the training run (%s): %s", trained[1], difference)
     model_args.model_name_or_path = args.model
     if args.data:
         data_args.dataset_format = "tvg-json"
@@ -78,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
     records = load_split(data_args, args.split)[: args.max_samples]  # val/test: ground truth as published
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # as in training: the VC mask and the verb rewards
     policy = load_policy(model_args, for_training=False)
-    config = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    if args.config:
+        config = yaml.safe_load(Path(args.config).read_text()) or {}
+    else:
+        config = trained[0] if trained is not None else {}
     backend = args.backend or config.get("rollout_backend") or "hf"
     workers = args.workers or config.get("rollout_workers") or 1
     engine = build_engine(backend, policy, workers=workers, model_args=model_args)
@@ -92,17 +129,18 @@ def run(args: argparse.Namespace) -> int:
             templates=load_templates(task_args),
             action_tasks=[t for t in args.tasks.split(",") if t],
             temperature=args.temperature,
-            max_tokens=args.max_new_tokens,
+            max_tokens=args.max_new_tokens or config.get("max_completion_length") or 1024,
             strict=args.strict,
             parser=args.parser,
             frame_cache=frame_cache(data_args),
             metadata={
+                **settings.run_identity(args.model),  # setting, seed, p, invert_tasks, reward, run_name
+                **({"setting": args.setting} if args.setting else {}),
                 "model": args.model,
-                "config": args.config,
+                "config": config_source,
                 "rollout_backend": backend,
                 "dataset": getattr(data_args, f"{args.split}_annotations"),
                 "split": args.split,
-                "run_name": Path(args.out).name,
             },
         )
     finally:

@@ -113,7 +113,9 @@ def _settings_section(groups: Sequence[RunGroup], entries: tuple[PaperEntry, ...
     rows = []
     for g in groups:
         a = g.attrs
-        tasks = "+".join(t.upper() for t in a["invert_tasks"]) or "none (TVG only)"
+        tasks = "+".join(t.upper() for t in a["invert_tasks"]) or (
+            "none (TVG only)" if a["p"] is not None else "–"
+        )
         seeds = ", ".join("?" if s is None else str(s) for s in g.seeds)
         p = "–" if a["p"] is None else f"{a['p']:g}"
         rows.append(
@@ -121,7 +123,7 @@ def _settings_section(groups: Sequence[RunGroup], entries: tuple[PaperEntry, ...
                 g.label,
                 str(a["model"]),
                 str(a["dataset"]),
-                str(a["split"]),
+                str(a["split"] or "val (during training)"),
                 p,
                 tasks,
                 str(a["reward"] or "–"),

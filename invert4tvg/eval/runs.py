@@ -317,6 +317,17 @@ def _describe(value: Any) -> str:
     return str(value)
 
 
+def _difference(name: str, value: Any) -> str | None:
+    """How a label tells a group from same-named ones, in the words of the report (None: says nothing)."""
+    if name == "split":
+        return "validation during training" if value is None else f"split={value}"
+    if name == "strict":
+        return None if value is None else ("IoU > m" if value else "IoU >= m")
+    if name == "invert_tasks":
+        return f"tasks={_describe(value)}"
+    return None if value is None else f"{name}={_describe(value)}"
+
+
 def group_runs(runs: Sequence[RunResult]) -> list[RunGroup]:
     """Group seeds of the same setting; labels name the setting plus whatever tells same-named groups apart."""
     by_key: dict[tuple, list[RunResult]] = {}
@@ -327,11 +338,19 @@ def group_runs(runs: Sequence[RunResult]) -> list[RunGroup]:
     ]
     for g in groups:
         twins = [o for o in groups if o.setting == g.setting]
-        extras = []
-        for name, value in g.key:
-            if name != "setting" and len({dict(o.key)[name] for o in twins}) > 1:
-                extras.append(f"{'tasks' if name == 'invert_tasks' else name}={_describe(value)}")
+        extras = [
+            text
+            for name, value in g.key
+            if name != "setting"
+            and len({dict(o.key)[name] for o in twins}) > 1
+            and (text := _difference(name, value))
+        ]
         g.label = g.setting + (f" [{', '.join(extras)}]" if extras else "")
+    seen: dict[str, int] = {}
+    for g in groups:  # labels key tables and plot colours: they must stay unique
+        seen[g.label] = seen.get(g.label, 0) + 1
+        if seen[g.label] > 1:
+            g.label += f" #{seen[g.label]}"
     order = {"base": 0, "time_r1": 1, "invert4tvg": 2}
     groups.sort(
         key=lambda g: (

@@ -1,1 +1,1 @@
-"""GRPO: advantages and losses (TRL's names and semantics), the training loop, checkpoints, step metrics."""
+"""GRPO: advantages and losses (TRL's names and semantics), experience collection, the training loop, step metrics."""

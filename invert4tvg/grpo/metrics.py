@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
+from invert4tvg.grpo.experience import Rollouts
 from invert4tvg.grpo.loss import Advantages
-from invert4tvg.grpo.rollouts import Rollouts, VideoFailureBudget
+from invert4tvg.training.videos import VideoFailureBudget
 
 
 @dataclass
@@ -30,7 +31,7 @@ def gather_for_metrics(accelerator, rollouts: Rollouts, advantages: Advantages) 
     and counters describe the global batch, not process 0's share. Timings are the slowest process's."""
     if accelerator.num_processes == 1:
         return rollouts, advantages
-    from invert4tvg.grpo.distributed import gather_objects
+    from invert4tvg.training.distributed import gather_objects
 
     local = {
         "tasks": list(rollouts.columns["task"]),
@@ -68,11 +69,31 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _std(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1))  # torch.std's (n - 1)
+
+
+def reward_metrics(components: dict[str, list[float | None]], tasks: list[str]) -> dict[str, float | None]:
+    """TRL's ``rewards/<name>/mean`` and ``/std`` per reward function (and per component of ``invert4tvg``) over
+    the completions it scored, plus ``rewards/<name>/<task>/mean`` per task: with one task per step the plain
+    curve alternates between tasks, the per-task one does not."""
+    row: dict[str, float | None] = {}
+    for name, scores in sorted(components.items()):
+        row[f"rewards/{name}/mean"] = _mean(scores)
+        row[f"rewards/{name}/std"] = _std(scores)
+        for task in sorted(set(tasks)):
+            row[f"rewards/{name}/{task}/mean"] = _mean([s for s, t in zip(scores, tasks) if t == task])
+    return row
+
+
 def step_metrics(
     rollouts: Rollouts,
     advantages: Advantages,
     update: dict[str, float],
-    counters: dict[str, int],
     sampler: Any,
     video_budget: VideoFailureBudget,
     elapsed: float,
@@ -93,13 +114,14 @@ def step_metrics(
     for task in sorted(set(tasks)):
         row[f"reward/{task}"] = _mean([r for r, t in zip(rewards, tasks) if t == task])
     components = rollouts.components
+    row.update(reward_metrics(components, tasks))
     if "format" in components:
         row["format"] = _mean(components["format"])
     tvg = [i for i, t in enumerate(tasks) if t == "tvg"]
     if tvg:
         row["iou"] = _mean([components["iou"][i] for i in tvg]) if "iou" in components else None
         failures = sum(parse_span(flat[i].text) is None for i in tvg)
-        counters["parse_failures"] += failures
+        row["parse_failures"] = failures  # the trainer adds them to its running count
         row["parse_fail"] = failures / len(tvg)
     for task in ("vc", "ar", "vd"):
         rows = [i for i, t in enumerate(tasks) if t == task]

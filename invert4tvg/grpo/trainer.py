@@ -9,31 +9,26 @@ tensors travel with the batch into every pass), and sync the new weights to the 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from invert4tvg.config import GRPOArguments
-from invert4tvg.grpo import checkpoint as ckpt
-from invert4tvg.grpo import distributed as dist
 from invert4tvg.grpo import modelprep
-from invert4tvg.grpo.guards import NonFiniteError, check_parameters, last_good_checkpoint
+from invert4tvg.grpo.experience import Rollouts, rollouts_from_videos
 from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
 from invert4tvg.grpo.metrics import gather_for_metrics, step_metrics
-from invert4tvg.grpo.optim import build_optimizer
-from invert4tvg.grpo.rollouts import Rollouts, VideoFailureBudget, rollouts_from_videos
 from invert4tvg.grpo.sampling_correction import SamplingCorrection
-from invert4tvg.grpo.stops import RunInterrupted, StopSignals
-from invert4tvg.grpo.stream import BatchStream
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
-from invert4tvg.runs import MetricsLog
+from invert4tvg.training import distributed as dist
+from invert4tvg.training.base import TrainerBase
+from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
+from invert4tvg.training.stops import StopSignals
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +37,7 @@ class NonFiniteLossError(NonFiniteError):
     pass
 
 
-class GRPOTrainer:
+class GRPOTrainer(TrainerBase):
     def __init__(
         self,
         policy: Policy,
@@ -57,28 +52,13 @@ class GRPOTrainer:
         max_bad_video_fraction: float = 0.05,
         evaluate: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
-        self.policy = policy
+        super().__init__(policy, records, args, accelerator, max_bad_video_fraction)
         self.engine = engine
         self.score = score
         self.sampler = sampler
         self.build_instances = build_instances
-        self.args = args
-        self.accelerator = accelerator
         self.frame_cache = frame_cache
         self.evaluate = evaluate
-        self.run_dir = Path(args.output_dir)
-        self.stream = BatchStream(
-            records,
-            args.per_device_train_batch_size,
-            args.seed,
-            accelerator.num_processes,
-            accelerator.process_index,
-        )
-        self.total_steps = (
-            args.max_steps
-            if args.max_steps > 0
-            else math.ceil(args.num_train_epochs * self.stream.steps_per_epoch)
-        )
         self.loss_config = LossConfig(
             loss_type=args.loss_type,
             beta=args.beta,
@@ -94,25 +74,19 @@ class GRPOTrainer:
             top_k=args.top_k,
             max_tokens=args.max_completion_length,
         )
-        self.video_budget = VideoFailureBudget(max_bad_video_fraction)
         self.counters: dict[str, int] = {"parse_failures": 0, "zero_std_groups": 0, "skipped_steps": 0}
         modelprep.check_master_weights(policy.model)
         if args.disable_dropout:
             modelprep.disable_dropout(policy.model)
+        # The reference copy is taken before accelerator.prepare wraps the model.
         self.ref_model = modelprep.build_reference(policy.model, accelerator) if args.beta != 0.0 else None
-        optimizer, scheduler = build_optimizer(policy.model, args, self.total_steps, args.num_iterations)
-        # The scheduler stays out of accelerator.prepare: its wrapper steps it once per process per call, which
-        # would run the schedule num_processes times too fast (every process steps its own copy once per update).
-        self.model, self.optimizer = accelerator.prepare(policy.model, optimizer)
-        self.scheduler = scheduler
+        self.prepare(updates_per_step=args.num_iterations)
         for module in policy.trainable_extra_modules().values():
             module.to(accelerator.device)
         modelprep.check_devices(
             accelerator.device,
             {"policy": policy.model, "reference": self.ref_model, **policy.trainable_extra_modules()},
         )
-        self.log = MetricsLog(self.run_dir, accelerator, accelerator.is_main_process)
-        self.step = 0
 
     def _ref_context(self):
         """Reference passes: the frozen copy runs under the same autocast as the policy; with LoRA the policy itself
@@ -122,70 +96,37 @@ class GRPOTrainer:
         return modelprep.reference_context(self.accelerator.unwrap_model(self.model), None)
 
     # -- state ----------------------------------------------------------------------------------------------
-    def trainer_state(self) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "stream": self.stream.state_dict(),
             "sampler": self.sampler.state_dict(),
             # The VC mask generator and the fallback counts follow each process's own records.
             "sampler_by_process": dist.gather_objects(self.accelerator, self.sampler.state_dict()),
-            "video_budget": self.video_budget.state_dict(),
             "counters": dict(self.counters),
             "policy_version": self.engine.policy_version,
-            "total_steps": self.total_steps,
         }
 
-    def save(self) -> Path:
-        return ckpt.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.accelerator,
-            self.model,
-            self.policy.processor,
-            self.optimizer,
-            self.scheduler,
-            self.trainer_state(),
-            self.args.save_total_limit,
-        )
-
-    def resume(self, resume: str) -> None:
-        path = ckpt.find_checkpoint(self.run_dir, resume)
-        state = ckpt.load_checkpoint(path, self.accelerator, self.model, self.optimizer, self.scheduler)
-        self.step = state["step"]
-        self.stream.load_state_dict(state["stream"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         by_process = state.get("sampler_by_process") or []
         rank = self.accelerator.process_index
         self.sampler.load_state_dict(
             by_process[rank] if len(by_process) == self.accelerator.num_processes else state["sampler"]
         )
-        self.video_budget.load_state_dict(state["video_budget"])
         self.counters.update(state["counters"])
         self.engine.update_weights(self._sync_weights(), state["policy_version"])
-        self.log.truncate_after(self.step)
 
     # -- the loop -------------------------------------------------------------------------------------------
     def train(self) -> list[dict[str, Any]]:
         """Train to ``total_steps``; SIGINT / SIGTERM stop it after the current step with a checkpoint
-        (:mod:`invert4tvg.grpo.stops`)."""
+        (:mod:`invert4tvg.training.stops`)."""
         with StopSignals() as self.stops:
             history = self._train_loop()
         # The final save_pretrained (recipes) then holds only the trained adapter.
         modelprep.drop_reference_adapter(self.accelerator.unwrap_model(self.model))
         return history
 
-    def _stop_if_requested(self) -> None:
-        signum = self.stops.requested(self.accelerator)
-        if signum is None:
-            return
-        saved = None
-        if self.step > 0:
-            saved = self.run_dir / "checkpoints" / f"step_{self.step}"
-            if not saved.is_dir():
-                saved = self.save()
-        raise RunInterrupted(signum, self.step, saved)
-
     def _train_loop(self) -> list[dict[str, Any]]:
-        if self.args.resume:
-            self.resume(self.args.resume)
+        if self.args.resume_from_checkpoint:
+            self.resume(self.args.resume_from_checkpoint)
         history = []
         bar = tqdm(
             total=self.total_steps,
@@ -198,7 +139,7 @@ class GRPOTrainer:
             # The starting point of every validation curve (the paper's Figure 1, right, starts at step 0).
             self.log.log({f"eval/{k}": v for k, v in self.evaluate(0).items()}, 0)
         while self.step < self.total_steps:
-            self._stop_if_requested()
+            self.stop_if_requested(self.stops)
             metrics = self.train_step()
             self.step += 1
             bar.update(1)
@@ -239,21 +180,22 @@ class GRPOTrainer:
         elapsed = time.perf_counter() - t_step
         rollouts, advantages = gather_for_metrics(self.accelerator, rollouts, advantages)
         self.counters["zero_std_groups"] += advantages.zero_std_groups
-        return step_metrics(
+        metrics = step_metrics(
             rollouts,
             advantages,
             update_stats,
-            self.counters,
             self.sampler,
             self.video_budget,
             elapsed,
             epoch=self.stream.epoch_progress,
             lr=self.scheduler.get_last_lr()[0],
         )
+        self.counters["parse_failures"] += metrics.get("parse_failures", 0)
+        return metrics
 
     def _collect(self, records: Sequence[Any], tasks: Sequence[str]) -> Rollouts | None:
         """Decode this process's videos (replacing unreadable ones), then generate and score. None, on every
-        process at once, when some process could not fill its batch (see ``grpo/distributed.py``)."""
+        process at once, when some process could not fill its batch (see ``training/distributed.py``)."""
         t0 = time.perf_counter()
         failed_before = set(self.video_budget.failed)
         share = dist.load_share(

@@ -3,6 +3,7 @@ tower, gradient checkpointing. The same code loads ``Qwen/Qwen2.5-VL-7B-Instruct
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,10 +41,16 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
     """Model + processor + head. A directory holding a LoRA adapter (``adapter_config.json``) is loaded onto its
     base model; with ``use_peft`` a new adapter is added for training."""
     path = args.model_name_or_path
+    from invert4tvg.config_checks import looks_local
+
+    if looks_local(path) and not Path(path).expanduser().exists():
+        raise FileNotFoundError(
+            f"model {path}: no such directory (relative to {Path.cwd()}), and not a hub id (org/name)"
+        )
     dtype = resolve_dtype(args.dtype)
     kwargs = {"dtype": dtype}
     if args.attn_implementation:
-        kwargs["attn_implementation"] = args.attn_implementation
+        kwargs["attn_implementation"] = attention(args.attn_implementation)
     adapter = Path(path) / "adapter_config.json"
     if adapter.exists():
         from peft import PeftConfig, PeftModel
@@ -66,6 +73,18 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("loaded %s (%s, %.2fM params, %.2fM trainable)", path, dtype, n_all / 1e6, n_train / 1e6)
     return policy
+
+
+def attention(name: str) -> str:
+    """``flash_attention_2`` needs the flash-attn package, which nothing installs (it compiles against the exact torch
+    and CUDA versions); without it the run falls back to PyTorch's ``sdpa`` instead of failing at load time."""
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        logger.warning(
+            "attn_implementation flash_attention_2: flash-attn is not installed; using sdpa (pip install "
+            "flash-attn --no-build-isolation to use it)"
+        )
+        return "sdpa"
+    return name
 
 
 def mixed_precision(args: ModelArguments) -> str:

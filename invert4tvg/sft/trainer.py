@@ -9,11 +9,9 @@ the same loop warm-starts every head.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,16 +20,13 @@ from tqdm.auto import tqdm
 from invert4tvg.config import SFTArguments
 from invert4tvg.data.records import GroundingRecord
 from invert4tvg.data.video import FrameCache
-from invert4tvg.grpo import checkpoint as ckpt
-from invert4tvg.grpo.distributed import all_processes
-from invert4tvg.grpo.guards import NonFiniteError, check_parameters, last_good_checkpoint
-from invert4tvg.grpo.optim import build_optimizer
-from invert4tvg.grpo.rollouts import VideoFailureBudget, load_videos
-from invert4tvg.grpo.stops import RunInterrupted, StopSignals
-from invert4tvg.grpo.stream import BatchStream
 from invert4tvg.policy.base import Policy, SupervisedExample
-from invert4tvg.runs import MetricsLog
 from invert4tvg.tasks import TaskInstance, TaskUnavailable
+from invert4tvg.training.base import TrainerBase
+from invert4tvg.training.distributed import all_processes
+from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
+from invert4tvg.training.stops import StopSignals
+from invert4tvg.training.videos import load_videos
 from rewards import nlp
 
 logger = logging.getLogger(__name__)
@@ -54,7 +49,7 @@ def supervised_example(
     return SupervisedExample(messages=instance.messages, video=video, target=target)
 
 
-class SFTTrainer:
+class SFTTrainer(TrainerBase):
     def __init__(
         self,
         policy: Policy,
@@ -66,35 +61,13 @@ class SFTTrainer:
         max_bad_video_fraction: float = 0.05,
         grounding_records: Sequence[GroundingRecord] = (),
     ) -> None:
-        self.policy = policy
+        super().__init__(policy, records, args, accelerator, max_bad_video_fraction)
         self.grounding_records = list(grounding_records)  # non-empty: grounding examples are drawn from these
         self.build_instance = build_instance
-        self.args = args
-        self.accelerator = accelerator
         self.frame_cache = frame_cache
-        self.run_dir = Path(args.output_dir)
-        self.stream = BatchStream(
-            records,
-            args.per_device_train_batch_size,
-            args.seed,
-            accelerator.num_processes,
-            accelerator.process_index,
-        )
-        self.total_steps = (
-            args.max_steps
-            if args.max_steps > 0
-            else math.ceil(args.num_train_epochs * self.stream.steps_per_epoch)
-        )
         self.rng = random.Random(args.seed)
-        self.video_budget = VideoFailureBudget(max_bad_video_fraction)
         self.fallbacks = 0  # Invert-SFT examples that became grounding examples
-        optimizer, scheduler = build_optimizer(policy.model, args, self.total_steps)
-        # Not through accelerator.prepare: its scheduler wrapper steps once per process per call (num_processes
-        # times too fast here, where every process steps its own copy once per update).
-        self.model, self.optimizer = accelerator.prepare(policy.model, optimizer)
-        self.scheduler = scheduler
-        self.log = MetricsLog(self.run_dir, accelerator, accelerator.is_main_process)
-        self.step = 0
+        self.prepare()
 
     def _examples(self, records: Sequence[GroundingRecord]) -> list[SupervisedExample]:
         instances, records = [], list(records)
@@ -113,38 +86,13 @@ class SFTTrainer:
         kept, videos = load_videos(instances, self.frame_cache, self.video_budget)
         return [supervised_example(self.policy, by_id[i.record_id], i, v) for i, v in zip(kept, videos)]
 
-    def trainer_state(self) -> dict[str, Any]:
-        return {
-            "stream": self.stream.state_dict(),
-            "rng": self.rng.getstate(),
-            "video_budget": self.video_budget.state_dict(),
-            "fallbacks": self.fallbacks,
-            "total_steps": self.total_steps,
-        }
+    def extra_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.getstate(), "fallbacks": self.fallbacks}
 
-    def resume(self, resume: str) -> None:
-        path = ckpt.find_checkpoint(self.run_dir, resume)
-        state = ckpt.load_checkpoint(path, self.accelerator, self.model, self.optimizer, self.scheduler)
-        self.step = state["step"]
-        self.stream.load_state_dict(state["stream"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
-        self.video_budget.load_state_dict(state["video_budget"])
         self.fallbacks = state["fallbacks"]
-        self.log.truncate_after(self.step)
-
-    def save(self) -> Path:
-        return ckpt.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.accelerator,
-            self.model,
-            self.policy.processor,
-            self.optimizer,
-            self.scheduler,
-            self.trainer_state(),
-            self.args.save_total_limit,
-        )
 
     def train(self) -> list[dict[str, Any]]:
         """Train to ``total_steps``; SIGINT / SIGTERM stop it after the current step with a checkpoint."""
@@ -152,8 +100,8 @@ class SFTTrainer:
             return self._train_loop(stops)
 
     def _train_loop(self, stops: StopSignals) -> list[dict[str, Any]]:
-        if self.args.resume:
-            self.resume(self.args.resume)
+        if self.args.resume_from_checkpoint:
+            self.resume(self.args.resume_from_checkpoint)
         history = []
         bar = tqdm(
             total=self.total_steps,
@@ -163,11 +111,7 @@ class SFTTrainer:
         )
         self.model.train()
         while self.step < self.total_steps:
-            if (signum := stops.requested(self.accelerator)) is not None:
-                saved = self.run_dir / "checkpoints" / f"step_{self.step}"
-                if self.step > 0 and not saved.is_dir():
-                    saved = self.save()
-                raise RunInterrupted(signum, self.step, saved if self.step > 0 else None)
+            self.stop_if_requested(stops)
             t0 = time.perf_counter()
             examples = self._examples(self.stream.next_batch())
             self.step += 1

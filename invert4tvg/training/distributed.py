@@ -4,7 +4,7 @@ DDP runs collectives (buffer broadcast in ``forward``, gradient all-reduce in ``
 enter the same number of times; a process that skips a step or runs fewer micro-batches crashes the others (gloo) or
 hangs them (NCCL). So:
 
-- every process gets exactly ``per_device_train_batch_size`` records (:class:`~invert4tvg.grpo.stream.BatchStream`
+- every process gets exactly ``per_device_train_batch_size`` records (:class:`~invert4tvg.training.stream.BatchStream`
   wraps around at the end of an epoch);
 - a record whose video fails to decode is replaced by another record with the same task (:func:`load_share`), drawn
   from a generator seeded by (seed, step, process), so a resumed run replaces it the same way;
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
-from invert4tvg.grpo.rollouts import VideoFailureBudget
+from invert4tvg.training.videos import VideoFailureBudget
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """Checks that keep a run from saving garbage: non-finite weights and a full disk.
 
-A learning rate far too high can leave a step with a finite loss and NaN/inf weights; the next step then fails, and a
-checkpoint written in between would hold the NaN weights (and ``--resume latest`` would pick it). The parameters are
-checked after every update and before every save. A full disk surfaces from ``torch.save`` as a bare C++ stream error
-(``basic_ios::clear``); :func:`disk_guard` turns it into an ``OSError`` that says what happened and where.
+A learning rate far too high can leave a step with a finite loss and NaN/inf weights; the next step then fails,
+and a checkpoint written in between would hold the NaN weights (and ``--resume_from_checkpoint latest`` would pick
+it). The parameters are checked after every update and before every save. A full disk surfaces from ``torch.save``
+as a bare C++ stream error (``basic_ios::clear``); :func:`disk_guard` turns it into an ``OSError`` that says what
+happened and where.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ def nonfinite_parameters(model: torch.nn.Module, trainable_only: bool = True) ->
 
 
 def last_good_checkpoint(run_dir: str | Path) -> str:
-    from invert4tvg.grpo.checkpoint import list_checkpoints
+    from invert4tvg.training.checkpoint import list_checkpoints
 
     found = list_checkpoints(Path(run_dir) / "checkpoints")
     if not found:
         return "none was saved (set save_steps to keep one)"
-    return f"{found[-1]} (resume with --resume latest, with a lower learning_rate)"
+    return f"{found[-1]} (resume with --resume_from_checkpoint latest, with a lower learning_rate)"
 
 
 def check_parameters(

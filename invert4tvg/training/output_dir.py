@@ -1,11 +1,11 @@
 """What a run may do with its ``output_dir``, decided before anything is written there.
 
 - A fresh run needs an empty (or absent) ``output_dir``. Writing a second run into a finished one mixes them: its
-  ``metrics.jsonl`` continues the other's, rotation keeps the other's newer checkpoints and ``--resume latest``
-  later resumes the wrong run. ``--overwrite_output_dir`` (transformers' name) replaces the run's own files; it
+  ``metrics.jsonl`` continues the other's, rotation keeps the other's newer checkpoints and
+  ``--resume_from_checkpoint latest`` later resumes the wrong run. ``--overwrite_output_dir`` (transformers' name) replaces the run's own files; it
   deletes only those (see :data:`RUN_ENTRIES`), never other files in the directory.
-- ``--resume`` continues a run: the checkpoint is found (``latest`` skips damaged ones) and the new configuration is
-  compared with the one the checkpoint was written under, field by field, before ``metadata.json`` is touched.
+- ``--resume_from_checkpoint`` continues a run: the checkpoint is found (``latest`` skips damaged ones) and the new
+  configuration is compared with the one the checkpoint was written under, field by field, before ``metadata.json`` is touched.
   :data:`MAY_CHANGE_ON_RESUME` lists what may differ (and then applies as given); any other difference is refused
   with the list of fields, because the restored optimizer, scheduler, data position and RNG would silently keep
   the old values or no longer match them.
@@ -20,8 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from invert4tvg.grpo import checkpoint as ckpt
-from invert4tvg.grpo.guards import check_parameters, disk_guard
+from invert4tvg.training import checkpoint as ckpt
+from invert4tvg.training.guards import check_parameters, disk_guard
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ RUN_ENTRIES = ("metadata.json", "metrics.jsonl", "checkpoints", "final", "eval")
 # how often the run logs, saves and evaluates, and how the same computation is distributed or cached.
 MAY_CHANGE_ON_RESUME = frozenset(
     {
-        "output_dir", "resume", "overwrite_output_dir", "run_name", "setting", "report_to",
+        "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "run_name", "setting", "report_to",
+        "wandb_project", "wandb_entity",
         "logging_steps", "save_steps", "save_total_limit", "eval_steps", "eval_max_samples",
         "val_annotations", "test_annotations", "video_dir", "frame_cache_dir", "frame_cache_gb",
         "rollout_backend", "rollout_workers", "rollout_batch_sequences", "ray_address",
@@ -46,23 +47,24 @@ LENGTH_FIELDS = frozenset({"max_steps", "num_train_epochs"})
 
 
 class OutputDirError(ValueError):
-    """output_dir, --resume and --overwrite_output_dir do not fit together; nothing was written."""
+    """output_dir, --resume_from_checkpoint and --overwrite_output_dir do not fit together; nothing was written."""
 
 
 def prepare_output_dir(args: Any, config: dict[str, Any], is_main_process: bool = True) -> Path | None:
-    """Check ``output_dir`` against ``--resume`` / ``--overwrite_output_dir`` and return the checkpoint to resume
-    from (None for a fresh run). Raises :class:`OutputDirError` (or the checkpoint's error) before any write; with
+    """Check ``output_dir`` against ``--resume_from_checkpoint`` / ``--overwrite_output_dir`` and return the checkpoint
+    to resume from (None for a fresh run). Raises :class:`OutputDirError` (or the checkpoint's error) before any write; with
     ``overwrite_output_dir`` the main process then removes the previous run's files."""
     out = Path(args.output_dir)
     overwrite = bool(getattr(args, "overwrite_output_dir", False))
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"output_dir {out} is a file, not a directory")
-    if args.resume and overwrite:
+    if args.resume_from_checkpoint and overwrite:
         raise OutputDirError(
-            "--resume continues the run in output_dir and --overwrite_output_dir replaces it: give one of them"
+            "--resume_from_checkpoint continues the run in output_dir and --overwrite_output_dir replaces it: give "
+            "one of them"
         )
-    if args.resume:
-        path = ckpt.find_checkpoint(out, args.resume).resolve()
+    if args.resume_from_checkpoint:
+        path = ckpt.find_checkpoint(out, args.resume_from_checkpoint).resolve()
         if path.parent.parent != out.resolve() and _run_entries(out):
             raise OutputDirError(
                 f"output_dir {out} holds another run ({', '.join(_run_entries(out))}) than the checkpoint "
@@ -75,8 +77,8 @@ def prepare_output_dir(args: Any, config: dict[str, Any], is_main_process: bool 
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise OutputDirError(
             f"output_dir {out} is not empty ({shown}). A new run there would mix with what is there; pass "
-            "--resume latest to continue that run, --overwrite_output_dir true to replace it, or choose another "
-            "output_dir"
+            "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir true to replace it, or "
+            "choose another output_dir"
         )
     if entries and is_main_process:
         clear_run(out)
@@ -146,10 +148,13 @@ def check_resume_config(old: dict[str, Any] | None, new: dict[str, Any], path: P
         return
     allowed, refused = resume_differences(old, new)
     if refused:
+        changeable = ", ".join(
+            sorted(MAY_CHANGE_ON_RESUME - {"resume_from_checkpoint", "overwrite_output_dir"})
+        )
         raise OutputDirError(
-            f"--resume {path}: the checkpoint was written with a different configuration: {'; '.join(refused)}. "
-            "The restored optimizer, schedule, data order and RNG belong to the old values, so a resume may "
-            f"change only {', '.join(sorted(MAY_CHANGE_ON_RESUME - {'resume', 'overwrite_output_dir'}))} "
+            f"--resume_from_checkpoint {path}: the checkpoint was written with a different configuration: "
+            f"{'; '.join(refused)}. The restored optimizer, schedule, data order and RNG belong to the old values, "
+            f"so a resume may change only {changeable} "
             "(and max_steps / num_train_epochs under a constant learning rate). Resume with the old values, or "
             "start a new run in another output_dir."
         )

@@ -4,7 +4,7 @@ Layout, read by ``invert4tvg report``::
 
     RUN/metadata.json     run_name, setting, seed, p, invert_tasks, reward, model, dataset, versions, nlp_backend, config
     RUN/metrics.jsonl     one JSON object per logged step (training and validation metrics)
-    RUN/checkpoints/      resumable checkpoints (see invert4tvg/grpo/checkpoint.py)
+    RUN/checkpoints/      resumable checkpoints (see invert4tvg/training/checkpoint.py)
     RUN/final/            the trained model (save_pretrained layout; adapters when LoRA)
     RUN/eval/             final evaluation (metrics.json, predictions.jsonl)
 """
@@ -91,7 +91,7 @@ class MetricsLog:
     def log(self, row: dict[str, Any], step: int) -> None:
         if not self.is_main:
             return
-        from invert4tvg.grpo.guards import disk_guard
+        from invert4tvg.training.guards import disk_guard
 
         row = {"step": step, **row}
         data = (json.dumps(row, default=_jsonable) + "\n").encode()

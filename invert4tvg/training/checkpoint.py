@@ -1,14 +1,15 @@
 """Resumable checkpoints shared by the GRPO and SFT loops.
 
-``RUN/checkpoints/step_N/`` holds the model in ``save_pretrained`` layout (safetensors; only the adapters with LoRA)
-plus the processor, the optimizer and scheduler states, every process's RNG states, and ``trainer_state.json``
-(step, data position, task sampler, counters), a copy of the run's ``metadata.json`` (the configuration a resume
-is checked against) and ``manifest.json`` (every file's size, written last). A checkpoint is written to a temporary
-directory and renamed, so a crash mid-save never leaves a half checkpoint that ``--resume latest`` would pick; one
-damaged later (a truncated or emptied file) fails the manifest check and ``latest`` falls back to the previous one.
+``RUN/checkpoints/step_N/`` holds the model in ``save_pretrained`` layout (safetensors; only the adapters with
+LoRA) plus the processor, the optimizer and scheduler states, every process's RNG states, and
+``trainer_state.json`` (step, data position, task sampler, counters), a copy of the run's ``metadata.json`` (the
+configuration a resume is checked against) and ``manifest.json`` (every file's size, written last). A checkpoint
+is written to a temporary directory and renamed, so a crash mid-save never leaves a half checkpoint that
+``--resume_from_checkpoint latest`` would pick; one damaged later (a truncated or emptied file) fails the manifest
+check and ``latest`` falls back to the previous one.
 
 Nothing here is unpickled: optimizer, scheduler and RNG states are loaded with ``torch.load(weights_only=True)``
-(tensors and plain containers only), so a crafted checkpoint cannot run code on ``--resume``.
+(tensors and plain containers only), so a crafted checkpoint cannot run code on ``--resume_from_checkpoint``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invert4tvg.grpo.guards import check_parameters, disk_guard
+from invert4tvg.training.guards import check_parameters, disk_guard
 
 logger = logging.getLogger(__name__)
 
@@ -168,26 +169,35 @@ def find_checkpoint(run_dir: str | Path, resume: str) -> Path:
     if resume == "latest":
         found = list_checkpoints(Path(run_dir) / "checkpoints")
         if not found:
-            raise FileNotFoundError(f"--resume latest: no checkpoint in {Path(run_dir) / 'checkpoints'}")
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint latest: no checkpoint in {Path(run_dir) / 'checkpoints'}"
+            )
         damaged = []
         for path in reversed(found):
             problem = verify_checkpoint(path)
             if problem is None:
                 if damaged:
-                    logger.warning("--resume latest: %s; falling back to %s", "; ".join(damaged), path.name)
+                    logger.warning(
+                        "--resume_from_checkpoint latest: %s; falling back to %s",
+                        "; ".join(damaged),
+                        path.name,
+                    )
                 return path
             damaged.append(f"{path.name} is damaged ({problem})")
         raise CheckpointError(
-            f"--resume latest: no complete checkpoint in {found[0].parent}: " + "; ".join(damaged)
+            f"--resume_from_checkpoint latest: no complete checkpoint in {found[0].parent}: "
+            + "; ".join(damaged)
         )
     path = Path(resume)
     if not (path / "trainer_state.json").exists():
-        raise FileNotFoundError(f"--resume {resume}: not a checkpoint directory (no trainer_state.json)")
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {resume}: not a checkpoint directory (no trainer_state.json)"
+        )
     problem = verify_checkpoint(path)
     if problem is not None:
         raise CheckpointError(
-            f"--resume {resume}: the checkpoint is damaged ({problem}); pick an earlier one from "
-            f"{path.parent} or use --resume latest, which skips damaged checkpoints"
+            f"--resume_from_checkpoint {resume}: the checkpoint is damaged ({problem}); pick an earlier one from "
+            f"{path.parent} or use --resume_from_checkpoint latest, which skips damaged checkpoints"
         )
     return path
 

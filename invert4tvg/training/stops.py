@@ -47,7 +47,7 @@ class RunInterrupted(SystemExit):
             command = shlex.join([*head, *_without_resume(sys.argv[1:])])
             self.message = (
                 f"{name}: stopped after step {step} with checkpoint {checkpoint}; to resume, run the same command "
-                f"with --resume latest: {command} --resume latest"
+                f"with --resume_from_checkpoint latest: {command} --resume_from_checkpoint latest"
             )
 
     def __str__(self) -> str:
@@ -60,10 +60,10 @@ def _without_resume(argv: list[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg in ("--resume", "--overwrite_output_dir"):
+        if arg in ("--resume_from_checkpoint", "--overwrite_output_dir"):
             skip = True
             continue
-        if arg.startswith(("--resume=", "--overwrite_output_dir=")):
+        if arg.startswith(("--resume_from_checkpoint=", "--overwrite_output_dir=")):
             continue
         out.append(arg)
     return out
@@ -115,9 +115,15 @@ class StopSignals:
 
 
 def run_main(main, argv: list[str]):
-    """Run a recipe's ``main``; on :class:`RunInterrupted` print its one line last and exit with its code."""
+    """Run a recipe's ``main``; on :class:`RunInterrupted` print its one line last and exit with its code; a
+    configuration error (a bad value, a missing input file) is one line and exit code 2, not a traceback."""
+    from invert4tvg.config_checks import ConfigError
+
     try:
         return main(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     except RunInterrupted as stop:
         from tqdm import tqdm
 

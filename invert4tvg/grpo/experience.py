@@ -1,0 +1,73 @@
+"""The experience-collection half of a GRPO step: task instances -> videos -> G completions each -> rewards.
+
+Everything the update half needs comes back in one :class:`Rollouts`: the sequence batch (with the video tensors
+every later forward pass reuses), rewards, their components for logging, and counts of what was skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from invert4tvg.policy.base import Policy, SequenceBatch
+from invert4tvg.rollout.base import Completion, RolloutEngine, SamplingParams
+from invert4tvg.tasks import TaskInstance, reward_columns
+
+
+@dataclass
+class Rollouts:
+    instances: list[TaskInstance]
+    completions: list[list[Completion]]
+    batch: SequenceBatch
+    rewards: torch.Tensor  # (B,) total reward per completion, NaN where no reward function applied
+    components: dict[str, list[float | None]]  # per completion: format, iou, vc, ar, vd, ...
+    columns: dict[str, list[Any]]  # reward columns, one entry per completion
+    truncated: torch.Tensor  # (B,) bool: stopped at max_completion_length
+    bad_videos: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def rollouts_from_videos(
+    instances: Sequence[TaskInstance],
+    videos: Sequence[Any],
+    policy: Policy,
+    engine: RolloutEngine,
+    score: Callable[..., tuple[list[float | None], dict[str, list[float | None]]]],
+    sampling: SamplingParams,
+    num_generations: int,
+    timings: dict[str, float] | None = None,
+) -> Rollouts:
+    """Generate, score and batch the completions of instances whose videos are already decoded."""
+    timings = dict(timings or {})
+    t0 = time.perf_counter()
+    requests = [
+        policy.rollout_request(inst.messages, video, num_generations, inst.record_id)
+        for inst, video in zip(instances, videos)
+    ]
+    completions = engine.generate(requests, sampling)
+    timings["time/rollout"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    texts = [c.text for group in completions for c in group]
+    columns = reward_columns(instances, num_generations)
+    totals, components = score(texts, **columns)
+    rewards = torch.tensor([math.nan if s is None else float(s) for s in totals], dtype=torch.float32)
+    timings["time/reward"] = time.perf_counter() - t0
+
+    batch = policy.sequence_batch(requests, completions)
+    truncated = torch.tensor([c.finish_reason == "length" for group in completions for c in group])
+    return Rollouts(
+        instances=list(instances),
+        completions=completions,
+        batch=batch,
+        rewards=rewards,
+        components=components,
+        columns=columns,
+        truncated=truncated,
+        timings=timings,
+    )

@@ -1,0 +1,116 @@
+"""What the GRPO and SFT trainers share: the batch stream, the run's length, the optimizer, one save/resume, and
+stopping on SIGINT / SIGTERM with a checkpoint.
+
+A trainer subclasses :class:`TrainerBase`, adds its own resumable state through :meth:`TrainerBase.extra_state` /
+:meth:`TrainerBase.load_extra_state`, and runs its steps inside ``with StopSignals() as stops`` calling
+:meth:`TrainerBase.stop_if_requested` before each one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from invert4tvg.config import TrainingArguments
+from invert4tvg.policy.base import Policy
+from invert4tvg.training import checkpoint as ckpt
+from invert4tvg.training.optim import build_optimizer
+from invert4tvg.training.run_log import MetricsLog
+from invert4tvg.training.stops import RunInterrupted, StopSignals
+from invert4tvg.training.stream import BatchStream
+from invert4tvg.training.videos import VideoFailureBudget
+
+
+class TrainerBase:
+    def __init__(
+        self,
+        policy: Policy,
+        records: Sequence[Any],
+        args: TrainingArguments,
+        accelerator,
+        max_bad_video_fraction: float = 0.05,
+    ) -> None:
+        self.policy = policy
+        self.args = args
+        self.accelerator = accelerator
+        self.run_dir = Path(args.output_dir)
+        self.stream = BatchStream(
+            records,
+            args.per_device_train_batch_size,
+            args.seed,
+            accelerator.num_processes,
+            accelerator.process_index,
+        )
+        self.total_steps = (
+            args.max_steps
+            if args.max_steps > 0
+            else math.ceil(args.num_train_epochs * self.stream.steps_per_epoch)
+        )
+        self.video_budget = VideoFailureBudget(max_bad_video_fraction)
+        self.step = 0
+
+    def prepare(self, updates_per_step: int = 1) -> None:
+        """Build the optimizer and schedule, wrap the model (DDP/FSDP/DeepSpeed) and open the metric log. Called by
+        the subclass once the model is final (GRPO first copies the reference model from it)."""
+        optimizer, scheduler = build_optimizer(
+            self.policy.model, self.args, self.total_steps, updates_per_step
+        )
+        # The scheduler stays out of accelerator.prepare: its wrapper steps it once per process per call, which
+        # would run the schedule num_processes times too fast (every process steps its own copy once per update).
+        self.model, self.optimizer = self.accelerator.prepare(self.policy.model, optimizer)
+        self.scheduler = scheduler
+        self.log = MetricsLog(self.run_dir, self.accelerator, self.accelerator.is_main_process)
+
+    # -- resumable state ------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """The subclass's own resumable state (plain JSON values)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved; ``state`` is the whole ``trainer_state.json``."""
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream.state_dict(),
+            "video_budget": self.video_budget.state_dict(),
+            "total_steps": self.total_steps,
+            **self.extra_state(),
+        }
+
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.accelerator,
+            self.model,
+            self.policy.processor,
+            self.optimizer,
+            self.scheduler,
+            self.trainer_state(),
+            self.args.save_total_limit,
+        )
+
+    def resume(self, resume: str) -> None:
+        """Restore weights, optimizer, schedule, RNG, data position and the subclass's state; metric rows logged
+        after the checkpoint's step are dropped (they are logged again)."""
+        path = ckpt.find_checkpoint(self.run_dir, resume)
+        state = ckpt.load_checkpoint(path, self.accelerator, self.model, self.optimizer, self.scheduler)
+        self.step = state["step"]
+        self.stream.load_state_dict(state["stream"])
+        self.video_budget.load_state_dict(state["video_budget"])
+        self.load_extra_state(state)
+        self.log.truncate_after(self.step)
+
+    def stop_if_requested(self, stops: StopSignals) -> None:
+        """After SIGINT / SIGTERM (on any process): save a checkpoint of the last finished step and stop."""
+        signum = stops.requested(self.accelerator)
+        if signum is None:
+            return
+        saved = None
+        if self.step > 0:
+            saved = self.run_dir / "checkpoints" / f"step_{self.step}"
+            if not saved.is_dir():
+                saved = self.save()
+        raise RunInterrupted(signum, self.step, saved)

@@ -1,0 +1,72 @@
+"""The experiment trackers named by ``report_to`` (TensorBoard, W&B), started the same way by both recipes.
+
+- A tracker that is asked for but not installed is an error at parse time (transformers raises too); accelerate
+  alone would warn and train untracked.
+- TensorBoard writes to ``OUTPUT_DIR/<run_name with / as _>`` (the directory ``--overwrite_output_dir`` removes).
+- W&B: the project is ``wandb_project``, else ``WANDB_PROJECT``, else ``invert4tvg`` (one project for all runs,
+  not one per run); the entity is ``wandb_entity``, else ``WANDB_ENTITY``; the W&B run name is the run name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+# tracker -> the module it needs
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
+DEFAULT_WANDB_PROJECT = "invert4tvg"
+
+
+def check_report_to(report_to: list[str]) -> None:
+    from invert4tvg.config_checks import ConfigError
+
+    for name in report_to:
+        if name not in TRACKERS:
+            raise ConfigError(f"report_to: unknown tracker {name!r}; use {', '.join(TRACKERS)} or none")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            extra = " (pip install 'invert4tvg[wandb]')" if name == "wandb" else ""
+            raise ConfigError(
+                f"report_to {name}: {TRACKERS[name]} is not installed{extra}; install it or remove {name} from "
+                "report_to (--report_to none logs to metrics.jsonl only)"
+            )
+
+
+def run_name(args: Any) -> str:
+    return args.run_name or args.output_dir
+
+
+def wandb_settings(args: Any) -> dict[str, Any]:
+    """``wandb.init`` keywords: project, entity (when set) and the run's name."""
+    settings = {
+        "project": args.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT,
+        "name": run_name(args),
+    }
+    entity = args.wandb_entity or os.environ.get("WANDB_ENTITY")
+    if entity:
+        settings["entity"] = entity
+    return settings
+
+
+def log_with(args: Any) -> list[Any] | None:
+    """``Accelerator(log_with=...)``: W&B as a tracker object, so its project is not the TensorBoard directory's
+    name (accelerate gives both the same ``project_name``)."""
+    trackers: list[Any] = []
+    for name in args.report_to:
+        if name == "wandb":
+            from accelerate.tracking import WandBTracker
+
+            settings = wandb_settings(args)
+            trackers.append(WandBTracker(settings.pop("project"), **settings))
+        else:
+            trackers.append(name)
+    return trackers or None
+
+
+def start_trackers(accelerator, args: Any, config: dict[str, Any]) -> None:
+    """Start the trackers and record the configuration as hyperparameters (main process only)."""
+    if not args.report_to:
+        return
+    from invert4tvg.config import tracker_config
+
+    accelerator.init_trackers(run_name(args).replace("/", "_"), config=tracker_config(config))

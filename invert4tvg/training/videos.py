@@ -1,0 +1,56 @@
+"""Decoding a batch's videos, and the budget of decode failures a run tolerates before it stops (both trainers)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
+from invert4tvg.tasks import TaskInstance
+
+logger = logging.getLogger(__name__)
+
+
+class VideoFailureBudget:
+    """Counts videos that failed to decode; stops the run when too many fail instead of training on what is left."""
+
+    def __init__(self, max_fraction: float, min_seen: int = 20) -> None:
+        self.max_fraction = max_fraction
+        self.min_seen = min_seen
+        self.seen = 0
+        self.failed: dict[str, str] = {}
+
+    def record(self, ok: int, failures: dict[str, str]) -> None:
+        self.seen += ok + len(failures)
+        self.failed.update(failures)
+        fraction = len(self.failed) / max(self.seen, 1)
+        if self.failed and self.seen >= self.min_seen and fraction > self.max_fraction:
+            listed = "\n".join(f"  {path}: {why}" for path, why in list(self.failed.items())[:20])
+            raise RuntimeError(
+                f"{len(self.failed)} of {self.seen} videos failed to decode ({fraction:.1%} > "
+                f"max_bad_video_fraction={self.max_fraction:.1%}). Fix or remove them (`invert4tvg data check "
+                f"--video-dir ...` lists them), or raise max_bad_video_fraction:\n{listed}"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen, "failed": dict(self.failed)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen, self.failed = state["seen"], dict(state["failed"])
+
+
+def load_videos(
+    instances: Sequence[TaskInstance], cache: FrameCache | None, budget: VideoFailureBudget
+) -> tuple[list[TaskInstance], list]:
+    """Decode each instance's video (or clip); instances whose video fails are dropped and counted."""
+    kept, videos, failures = [], [], {}
+    for instance in instances:
+        try:
+            videos.append(decode_video(instance.video, cache))
+            kept.append(instance)
+        except VideoDecodeError as err:
+            failures[instance.video.path] = str(err)
+            logger.warning("skipping %s (%s): %s", instance.record_id, instance.task, err)
+    budget.record(len(kept), failures)
+    return kept, videos
