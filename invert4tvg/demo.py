@@ -135,6 +135,7 @@ def run_demo(
         "--model_name_or_path": str(tiny),
         "--output_dir": str(out / "sft"),
         "--overwrite_output_dir": "true",
+        "--seed": str(seed),  # one seed for the benchmark, the model's init and both training stages
     }
     if sft_steps is not None:
         sft["--max_steps"] = str(sft_steps)
@@ -145,6 +146,7 @@ def run_demo(
         "--model_name_or_path": str(out / "sft" / "final"),
         "--output_dir": str(out / "grpo"),
         "--overwrite_output_dir": "true",
+        "--seed": str(seed),
     }
     if grpo_steps is not None:
         grpo["--max_steps"] = str(grpo_steps)
