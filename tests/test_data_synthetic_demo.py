@@ -11,7 +11,7 @@ import pytest
 from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
 from invert4tvg.data.synthetic.render import CLOCK_BASE
 from invert4tvg.data.video import VideoSampling, VideoSpec, decode_video
-from invert4tvg.demo import ensure_benchmark
+from invert4tvg.workflows.demo import ensure_benchmark
 
 SAMPLING = VideoSampling(min_pixels=3136, total_pixels=200704)
 

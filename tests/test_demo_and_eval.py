@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from invert4tvg.demo import GROUNDING_KEYS, run_demo
+from invert4tvg.workflows.demo import GROUNDING_KEYS, run_demo
 
 
 @pytest.fixture(scope="module")

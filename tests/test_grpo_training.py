@@ -4,7 +4,6 @@ reported, and the recipe writes what the report reads."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.tasks import TaskSampler
+from invert4tvg.workflows.recipe_loader import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,13 +34,6 @@ def completion_length(completions, **columns):
 if "completion_length" not in rewards.available():
     rewards.register("completion_length", completion_length)
 TIMING_KEYS = ("time/", "tokens_per_s")
-
-
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def subset(bench: Path, out: Path, n: int) -> Path:

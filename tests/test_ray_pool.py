@@ -7,7 +7,6 @@ metrics and weights as one that did not. Retries and restarts are bounded, and t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from invert4tvg.data.video import decode_video
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.rollout.base import SamplingParams, StaleWeightsError
 from invert4tvg.rollout.ray_pool import RayEnginePool, RolloutWorkerError
+from invert4tvg.workflows.recipe_loader import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 # Ray started once for the module (pools join it), and nothing left behind afterwards (conftest.ray_session).
@@ -175,13 +175,6 @@ def test_each_clip_enters_the_object_store_once(pool, setup, monkeypatch):
 
 
 # -- a GRPO run that loses a worker ---------------------------------------------------------------------------
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_grpo(recipe, monkeypatch, bench: Path, model: Path, out: Path, kill_at_call: int | None):
     """Run the GRPO recipe with ray-hf and 2 workers; optionally SIGKILL worker 0 during a generate call."""
     engines = []

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from run_fixtures import REPO, copy_run, grpo_args, load_recipe, small_train
+from run_fixtures import REPO, copy_run, grpo_args, small_train
 from safetensors.torch import load_file
 
 import rewards
@@ -29,6 +29,7 @@ from invert4tvg.training.guards import NonFiniteError
 from invert4tvg.training.output_dir import OutputDirError, resume_differences
 from invert4tvg.training.run_log import MetricsLog, read_metrics
 from invert4tvg.training.stops import RunInterrupted, StopSignals
+from invert4tvg.workflows.recipe_loader import load_recipe
 
 FAST = ("--beta", "0", "--video_fps", "1")  # no reference pass, half the frames: about a second a step here
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from invert4tvg.compare import SETTINGS, TESTBEDS
+    from invert4tvg.workflows.compare import SETTINGS, TESTBEDS
 
     parser = subparsers.add_parser(
         "compare",
@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from invert4tvg.compare import run_compare
+    from invert4tvg.workflows.compare import run_compare
 
     path = run_compare(
         args.out,

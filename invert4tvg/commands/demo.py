@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from invert4tvg.demo import run_demo
+    from invert4tvg.workflows.demo import run_demo
 
     run_demo(args.out, args.num_videos, args.seed, args.grpo_overrides, args.sft_steps, args.grpo_steps)
     return 0

@@ -11,10 +11,8 @@ installs), then the copy installed with the package under ``<prefix>/share/inver
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sysconfig
-from pathlib import Path
-from types import ModuleType
+
+from invert4tvg.workflows.recipe_loader import load_recipe, recipe_path
 
 RECIPES = {False: "grpo_qwen25vl", True: "sft_warmstart"}
 
@@ -36,27 +34,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--config", help="YAML file of recipe fields (recipes/configs/); --field value overrides win"
     )
     parser.set_defaults(func=run, extra_args=[], parser=parser)
-
-
-def recipe_path(name: str) -> Path:
-    checkout = Path(__file__).resolve().parents[2]
-    installed = Path(sysconfig.get_paths()["data"]) / "share" / "invert4tvg"
-    candidates = [Path.cwd() / "recipes", checkout / "recipes", installed / "recipes"]
-    for directory in candidates:
-        if (directory / f"{name}.py").is_file():
-            return directory / f"{name}.py"
-    raise FileNotFoundError(
-        f"recipe {name}.py not found in {', '.join(str(d) for d in candidates)}; reinstall invert4tvg or run from "
-        "a checkout"
-    )
-
-
-def load_recipe(name: str) -> ModuleType:
-    path = recipe_path(name)
-    spec = importlib.util.spec_from_file_location(f"invert4tvg_recipe_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from invert4tvg.demo import REPO, _args, _evaluate, _paths, ensure_benchmark, load_recipe
+from invert4tvg.workflows.demo import REPO, _args, _evaluate, _paths, ensure_benchmark, load_recipe
 
 logger = logging.getLogger(__name__)
 

@@ -9,33 +9,19 @@ configs, so the demo exercises exactly what users launch.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from invert4tvg.config import DataArguments, ModelArguments, parse_config
+from invert4tvg.workflows.recipe_loader import load_recipe
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GROUNDING_KEYS = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
-
-
-def load_recipe(name: str) -> ModuleType:
-    """A recipe script from the source checkout (recipes are scripts, not part of the installed package)."""
-    path = REPO / "recipes" / f"{name}.py"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: the demo runs from a source checkout (git clone, then make demo)"
-        )
-    spec = importlib.util.spec_from_file_location(f"recipes_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ensure_benchmark(bench: Path, num_videos: int, seed: int, preset: str = "demo") -> None:
