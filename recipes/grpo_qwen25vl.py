@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_records = load_split(data_args, "train")
     val_records = load_split(data_args, "val")[: args.eval_max_samples] if data_args.val_annotations else None
     test_records = load_split(data_args, "test") if data_args.test_annotations else None
-    templates = load_templates(task_args)
+    templates = load_templates(task_args, policy)
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     sampler = build_sampler(task_args, seed=args.seed)
     score = build_rewards(args)  # before the rollout workers and the first write: fails leaving nothing
@@ -139,7 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
         results = {}
         if accelerator.is_main_process:
             save_final(
-                accelerator.unwrap_model(trainer.model), policy.processor, args.output_dir, trainer.step
+                accelerator.unwrap_model(trainer.model),
+                policy.processor,
+                args.output_dir,
+                trainer.step,
+                policy.head_config(),
             )
             if test_records:
                 results = evaluate(

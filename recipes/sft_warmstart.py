@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     grounding = []
     if args.grounding_annotations:
         grounding = load_split(replace(data_args, train_annotations=args.grounding_annotations), "train")
-    templates, sampling = load_templates(task_args), data_args.sampling()
+    templates, sampling = load_templates(task_args, policy), data_args.sampling()
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     rng = np.random.default_rng(args.seed)
 
@@ -87,7 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     trainer.train()
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(trainer.model), policy.processor, args.output_dir, trainer.step)
+        save_final(
+            accelerator.unwrap_model(trainer.model),
+            policy.processor,
+            args.output_dir,
+            trainer.step,
+            policy.head_config(),
+        )
     accelerator.end_training()
 
 

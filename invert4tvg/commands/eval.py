@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             records,
             args.out,
             video_sampling=data_args.sampling(),
-            templates=load_templates(task_args),
+            templates=load_templates(task_args, policy),
             action_tasks=[t for t in args.tasks.split(",") if t],
             temperature=args.temperature,
             max_tokens=args.max_new_tokens,

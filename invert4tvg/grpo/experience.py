@@ -32,6 +32,20 @@ class Rollouts:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def decoded_columns(
+    policy: Policy, completions: Sequence[Completion], tasks: Sequence[str], durations: Sequence[float]
+) -> dict[str, list[Any]]:
+    """The head's reading of each grounding completion, as reward columns: ``pred_span`` ([start, end] seconds,
+    None when it does not parse) and ``pred_saliency`` (per-frame foreground probability, None for heads without
+    one). Rewards, step metrics and evaluation read these instead of parsing text themselves."""
+    spans, saliency = [], []
+    for completion, task, duration in zip(completions, tasks, durations):
+        decoded = policy.decode(completion, float(duration)) if task == "tvg" else None
+        spans.append(None if decoded is None else list(decoded.span))
+        saliency.append(None if decoded is None else decoded.saliency)
+    return {"pred_span": spans, "pred_saliency": saliency}
+
+
 def rollouts_from_videos(
     instances: Sequence[TaskInstance],
     videos: Sequence[Any],
@@ -46,16 +60,17 @@ def rollouts_from_videos(
     timings = dict(timings or {})
     t0 = time.perf_counter()
     requests = [
-        policy.rollout_request(inst.messages, video, num_generations, inst.record_id)
+        policy.rollout_request(inst.messages, video, num_generations, inst.record_id, inst.task)
         for inst, video in zip(instances, videos)
     ]
     completions = engine.generate(requests, sampling)
     timings["time/rollout"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    texts = [c.text for group in completions for c in group]
+    flat = [c for group in completions for c in group]
     columns = reward_columns(instances, num_generations)
-    totals, components = score(texts, **columns)
+    columns.update(decoded_columns(policy, flat, columns["task"], columns["duration"]))
+    totals, components = score([c.text for c in flat], **columns)
     rewards = torch.tensor([math.nan if s is None else float(s) for s in totals], dtype=torch.float32)
     timings["time/reward"] = time.perf_counter() - t0
 

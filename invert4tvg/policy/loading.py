@@ -3,14 +3,15 @@ tower, gradient checkpointing. The same code loads ``Qwen/Qwen2.5-VL-7B-Instruct
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from invert4tvg.policy.base import Policy
+from invert4tvg.policy.base import HEAD_FILE, Policy
 
 # Only for annotations: config pulls in the NLP stack, which benchmarks/gpu_smoke.py must run without.
 if TYPE_CHECKING:
@@ -18,7 +19,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HEADS = {"text_timestamps": "invert4tvg.policy.text_timestamps:TextTimestampPolicy"}
+HEADS = {
+    "text_timestamps": "invert4tvg.policy.text_timestamps:TextTimestampPolicy",
+    "vtimellm": "invert4tvg.policy.vtimellm:VTimeLLMPolicy",
+    "frame_seg": "invert4tvg.policy.frame_seg:FrameSegPolicy",
+}
+DEFAULT_HEAD = "text_timestamps"
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -61,11 +67,49 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
         upcast_trainable(model)
     else:
         model.eval().requires_grad_(False)
-    policy = _head_class(args.head)(model, processor)
+    name, options = head_options(args)
+    policy = _head_class(name).from_options(model, processor, options)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("loaded %s (%s, %.2fM params, %.2fM trainable)", path, dtype, n_all / 1e6, n_train / 1e6)
     return policy
+
+
+def recorded_head(path: str | Path) -> dict[str, Any]:
+    """The head a saved model was trained with (``{}`` for a hub id or a model saved without one)."""
+    file = Path(path) / HEAD_FILE
+    if not file.is_file():
+        return {}
+    try:
+        record = json.loads(file.read_text())
+    except ValueError as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); delete it and pass --head explicitly") from None
+    if not isinstance(record, dict) or record.get("head") not in HEADS:
+        raise ValueError(f"{file} names no known head ({record!r}); known: {sorted(HEADS)}")
+    return record
+
+
+def head_options(args: ModelArguments) -> tuple[str, dict[str, Any]]:
+    """The head to build and its options: the configuration's where it sets them, else what the model was saved
+    with, else the default head. A configured head unlike the saved one is a new warm start, so only the
+    configuration's options apply to it."""
+    recorded = recorded_head(args.model_name_or_path)
+    name = args.head or recorded.get("head") or DEFAULT_HEAD
+    if args.head and recorded and args.head != recorded["head"]:
+        logger.warning(
+            "%s was saved with head %s; building head %s as configured", args.model_name_or_path,
+            recorded["head"], args.head,
+        )  # fmt: skip
+        recorded = {}
+    configured = {"frames": args.head_frames, "ramp_epochs": args.head_loss_ramp_epochs}
+    options = {k: v for k, v in recorded.items() if k != "head"}
+    options.update({k: v for k, v in configured.items() if v is not None})
+    return name, options
+
+
+def save_head(policy: Policy, directory: str | Path) -> None:
+    """Record ``policy``'s head beside a saved model, so loading it needs no head option."""
+    (Path(directory) / HEAD_FILE).write_text(json.dumps(policy.head_config(), indent=1) + "\n")
 
 
 def mixed_precision(args: ModelArguments) -> str:

@@ -90,6 +90,7 @@ class TrainerBase:
             self.scheduler,
             self.trainer_state(),
             self.args.save_total_limit,
+            head_config=self.policy.head_config(),
         )
 
     def resume(self, resume: str) -> None:
