@@ -50,6 +50,16 @@ class TokenConstraint:
         return mask
 
 
+def check_room(constraints: Sequence[TokenConstraint | None], max_tokens: int) -> None:
+    """A constrained answer must fit in ``max_tokens`` with its end token (else it could never be complete)."""
+    longest = max((c.length + 1 for c in constraints if c is not None), default=0)
+    if longest > max_tokens:
+        raise ValueError(
+            f"the head's answer takes {longest} tokens (with the end token) but generation stops after {max_tokens}: "
+            f"raise max_completion_length (or --max-new-tokens) to at least {longest}"
+        )
+
+
 @dataclass
 class RolloutRequest:
     """One prompt to complete ``num_samples`` times. ``prompt`` is chat-templated text with one video placeholder."""

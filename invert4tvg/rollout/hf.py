@@ -26,6 +26,7 @@ from invert4tvg.rollout.base import (
     SamplingParams,
     StaleWeightsError,
     TokenConstraint,
+    check_room,
 )
 
 
@@ -132,6 +133,7 @@ class HFEngine(RolloutEngine):
         greedy = sampling.temperature == 0
         processors = LogitsProcessorList()
         constraints = [r.constraint for r in requests for _ in range(r.num_samples)]
+        check_room(constraints, sampling.max_tokens)
         if any(constraints):  # before the recorder: log-probs are those of the constrained distribution
             processors.append(_Constrained(constraints, inputs["input_ids"].shape[1]))
         if not greedy and sampling.temperature != 1.0:
