@@ -16,13 +16,13 @@ from invert4tvg.builders import load_templates
 from invert4tvg.config import ModelArguments, TaskArguments
 from invert4tvg.data.formats import load_records
 from invert4tvg.data.video import decode_video
-from invert4tvg.output_dir import save_final
 from invert4tvg.policy.frame_seg import single_token_id, window_labels
 from invert4tvg.policy.loading import HEADS, load_policy
 from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.sft.trainer import supervised_example
 from invert4tvg.tasks import build_task_instance
+from invert4tvg.training.output_dir import save_final
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = str(REPO / "recipes/configs/prompts/tiny_heads.yaml")

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from invert4tvg.training.guards import check_parameters, disk_guard
 from invert4tvg.policy.base import HEAD_FILE
+from invert4tvg.training.guards import check_parameters, disk_guard
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from invert4tvg.policy.base import HEAD_FILE
 from invert4tvg.training import checkpoint as ckpt
 from invert4tvg.training.guards import check_parameters, disk_guard
-from invert4tvg.policy.base import HEAD_FILE
 
 logger = logging.getLogger(__name__)
 
