@@ -158,6 +158,13 @@ class VLLMEngine(RolloutEngine):
     ) -> list[list[Completion]]:
         if not requests:
             return []
+        if any(r.constraint is not None for r in requests):
+            # vLLM's allowed_token_ids + min/max_tokens would shape the answer, but its log-probs are the raw
+            # (unconstrained) ones unless the engine runs with processed log-probs: unverified here, so refused.
+            raise NotImplementedError(
+                "the vLLM engine does not honour a head's TokenConstraint yet (the frame_seg head); use "
+                "rollout_backend hf or ray-hf for this head"
+            )
         self._wake()
         prompts, params = [], []
         for index, request in enumerate(requests):
