@@ -141,8 +141,9 @@ class FrameSegPolicy(Policy):
         # its ``frames`` characters and the EOS.
         is_mask = (answer.sum(1) == self.frames) & ((targets != -100).sum(1) == self.frames + 1)
         answer &= is_mask[:, None]
-        if not answer.any():  # only inversion-task (text) examples in this batch
-            return outputs.loss, {"loss/lm": outputs.loss.item()}
+        weights = seg.ramp_weights(epoch, self.ramp_epochs)
+        if not answer.any():  # only inversion-task (text) examples: the LM term, weighted as in any batch
+            return weights[0] * outputs.loss, {"loss/lm": outputs.loss.item()}
         logits = outputs.logits[:, :-1][answer].float()
         foreground = logits[:, self.one] - logits[:, self.zero]  # sigmoid = softmax over ('0', '1')
         truth = (targets[answer] == self.one).float()
@@ -154,6 +155,5 @@ class FrameSegPolicy(Policy):
             "tversky": seg.tversky_loss(foreground, truth, row),
             "dice": seg.generalised_dice_loss(foreground, truth, row),
         }
-        weights = seg.ramp_weights(epoch, self.ramp_epochs)
         loss = sum(w * part for w, part in zip(weights, parts.values()))
         return loss, {f"loss/{k}": v.item() for k, v in parts.items()}
