@@ -38,7 +38,7 @@ from invert4tvg.eval.runner import evaluate
 from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
-from invert4tvg.training.output_dir import prepare_output_dir, save_final
+from invert4tvg.training.output_dir import prepare_output_dir
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
 from rewards import nlp
@@ -138,13 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         results = {}
         if accelerator.is_main_process:
-            save_final(
-                accelerator.unwrap_model(trainer.model),
-                policy.processor,
-                args.output_dir,
-                trainer.step,
-                policy.head_config(),
-            )
+            trainer.save_final()
             if test_records:
                 results = evaluate(
                     policy,

@@ -27,7 +27,7 @@ from invert4tvg.config import (
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.tasks import build_task_instance
-from invert4tvg.training.output_dir import prepare_output_dir, save_final
+from invert4tvg.training.output_dir import prepare_output_dir
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
 from rewards import nlp
@@ -87,13 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     trainer.train()
     if accelerator.is_main_process:
-        save_final(
-            accelerator.unwrap_model(trainer.model),
-            policy.processor,
-            args.output_dir,
-            trainer.step,
-            policy.head_config(),
-        )
+        trainer.save_final()
     accelerator.end_training()
 
 
