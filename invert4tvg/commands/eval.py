@@ -14,7 +14,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "prompts on ground-truth clips, score them, and write OUT/predictions.jsonl and OUT/metrics.json. Data and "
         "video settings come from --config (a training config) and/or the flags below.",
     )
-    parser.add_argument("--model", required=True, help="checkpoint directory or hub id (e.g. RUN/final)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint directory or hub id (e.g. RUN/final); it is decoded with the head it was saved with "
+        "(docs/heads.md)",
+    )
     parser.add_argument("--config", help="a training YAML: its data, video and prompt settings are used")
     parser.add_argument(
         "--data", help="a benchmark directory with {split}.json and videos/ (e.g. invert4tvg synth output)"
@@ -35,9 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--parser",
         choices=("answer", "time-r1"),
         default="answer",
-        help="how the predicted span is read: answer (default: the last 'A to B' in the last <answer> block, as the "
-        "iou reward reads it) or time-r1 (Time-R1's public evaluation: the last 'A to B' anywhere in the output). "
-        "Numbers from the two are not comparable; metrics.json records the parser",
+        help="how the predicted span is read: answer (default: the model's head decodes it, as the iou reward reads "
+        "it in training; for text timestamps the last 'A to B' in the last <answer> block) or time-r1 (text "
+        "timestamps only: Time-R1's public evaluation, the last 'A to B' anywhere in the output). Numbers from the "
+        "two are not comparable; metrics.json records the parser",
     )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument(
