@@ -16,13 +16,14 @@ from invert4tvg.builders import load_templates
 from invert4tvg.config import ModelArguments, TaskArguments
 from invert4tvg.data.formats import load_records
 from invert4tvg.data.video import decode_video
-from invert4tvg.policy.frame_seg import single_token_id, window_labels
+from invert4tvg.policy.frame_seg import single_token_id
 from invert4tvg.policy.loading import HEADS, load_policy
 from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.sft.trainer import supervised_example
 from invert4tvg.tasks import build_task_instance
 from invert4tvg.training.output_dir import save_final
+from rewards import window_labels
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = str(REPO / "recipes/configs/prompts/tiny_heads.yaml")
@@ -89,6 +90,14 @@ def test_frame_seg_answers_one_token_per_window_and_the_iou_reward_reads_the_dec
     assert iou([target], start=[3.0], end=[7.0]) == [0.0]
     assert iou([target], start=[3.0], end=[7.0], pred_span=[[3.0, 7.0]]) == [1.0]
     assert iou([target], start=[3.0], end=[7.0], pred_span=[None]) == [0.0]
+    # frame F1: the predicted windows against the ground truth's; a second run of '1' earns credit too
+    f1 = rewards.get("frame_f1")
+    mask = [int(c) for c in target]
+    assert f1([target], start=[3.0], end=[7.0], duration=[25.0], pred_mask=[mask]) == [1.0]
+    two_runs = [0] * 3 + [1] * 2 + [0] * 10 + [1] * 2 + [0] * 8  # 2 of 4 hit, 2 false alarms
+    assert f1(["x"], start=[3.0], end=[7.0], duration=[25.0], pred_mask=[two_runs]) == [0.5]
+    assert f1(["x"], start=[3.0], end=[7.0], duration=[25.0], pred_mask=[None]) == [0.0]
+    assert policy.decode(target, 25.0).mask == mask
 
 
 def supervised_batch(policy, records, sampling, n: int = 4):
@@ -198,7 +207,12 @@ SEEN: list[dict] = []
 
 def pred_span_spy(completions, **columns):
     """A plugin reward: records what the rewards receive."""
-    SEEN.append({"completions": list(completions), **{k: list(columns[k]) for k in ("task", "pred_span")}})
+    SEEN.append(
+        {
+            "completions": list(completions),
+            **{k: list(columns[k]) for k in ("task", "pred_span", "pred_mask")},
+        }
+    )
     return [0.0] * len(completions)
 
 
@@ -232,6 +246,9 @@ def test_two_grpo_steps_score_the_decoded_span(head, tiny_bench, tiny_model_dir,
     assert json.loads((out / "final/invert4tvg_head.json").read_text())["head"] == head
     if head == "frame_seg":
         assert all(len(t) == 25 and set(t) <= {"0", "1"} for call in SEEN for t in call["completions"])
+        for call in SEEN:  # the per-window decisions reach the rewards too (frame_f1 reads them)
+            for text, mask in zip(call["completions"], call["pred_mask"]):
+                assert mask is None or mask == [int(c) for c in text]
 
 
 @pytest.mark.parametrize("head", ["vtimellm", "frame_seg"])

@@ -36,14 +36,15 @@ def decoded_columns(
     policy: Policy, completions: Sequence[Completion], tasks: Sequence[str], durations: Sequence[float]
 ) -> dict[str, list[Any]]:
     """The head's reading of each grounding completion, as reward columns: ``pred_span`` ([start, end] seconds,
-    None when it does not parse) and ``pred_saliency`` (per-frame foreground probability, None for heads without
-    one). Rewards, step metrics and evaluation read these instead of parsing text themselves."""
-    spans, saliency = [], []
+    None when it does not parse), ``pred_saliency`` and ``pred_mask`` (per-frame foreground probability and 0/1
+    decision, None for heads without frames). Rewards and step metrics read these instead of parsing text."""
+    columns: dict[str, list[Any]] = {"pred_span": [], "pred_saliency": [], "pred_mask": []}
     for completion, task, duration in zip(completions, tasks, durations):
         decoded = policy.decode(completion, float(duration)) if task == "tvg" else None
-        spans.append(None if decoded is None else list(decoded.span))
-        saliency.append(None if decoded is None else decoded.saliency)
-    return {"pred_span": spans, "pred_saliency": saliency}
+        columns["pred_span"].append(None if decoded is None else list(decoded.span))
+        columns["pred_saliency"].append(None if decoded is None else decoded.saliency)
+        columns["pred_mask"].append(None if decoded is None else decoded.mask)
+    return columns
 
 
 def rollouts_from_videos(

@@ -67,11 +67,12 @@ class SequenceBatch:
 
 @dataclass
 class Decoded:
-    """What a head read from a completion: the span in seconds and, for heads that score frames, the foreground
-    probability of each of its frames (equal windows of the video)."""
+    """What a head read from a completion: the span in seconds and, for heads that score frames (equal windows of
+    the video), each frame's foreground probability and its 0/1 decision."""
 
     span: tuple[float, float]
     saliency: list[float] | None = None
+    mask: list[int] | None = None
 
 
 @dataclass

@@ -26,6 +26,7 @@ from invert4tvg.policy import segmentation_loss as seg
 from invert4tvg.policy.base import Decoded, Policy
 from invert4tvg.policy.processing import eos_token_ids
 from invert4tvg.rollout.base import Completion, TokenConstraint
+from rewards import window_labels
 
 DEFAULT_FRAMES = 25  # [paper]
 DEFAULT_RAMP_EPOCHS = 6.0  # [paper] the loss weights reach their final values after 6 epochs
@@ -41,16 +42,6 @@ def single_token_id(tokenizer, char: str) -> int:
             "tokenizer merges them. Use a tokenizer that splits digits (Qwen2's does) or another head."
         )
     return alone[0]
-
-
-def window_labels(start: float, end: float, duration: float, frames: int) -> list[int]:
-    """1 for each window whose middle lies in ``[start, end]``; an event shorter than a window marks the window
-    holding its middle, so no event is labelled empty."""
-    width = duration / frames
-    labels = [int(start <= (i + 0.5) * width <= end) for i in range(frames)]
-    if not any(labels):
-        labels[min(max(int((start + end) / 2 / width), 0), frames - 1)] = 1
-    return labels
 
 
 def moments(mask: str, duration: float) -> list[tuple[float, float]]:
@@ -129,7 +120,7 @@ class FrameSegPolicy(Policy):
             chosen = torch.tensor(completion.logprobs[: self.frames]).exp()
             ones = torch.tensor([c == "1" for c in mask])
             saliency = torch.where(ones, chosen, 1 - chosen).tolist()
-        return Decoded(found[0], saliency)
+        return Decoded(found[0], saliency, [int(c) for c in mask])
 
     def supervised_loss(
         self, model: torch.nn.Module, inputs: BatchFeature, labels: torch.Tensor, epoch: float = 0.0
