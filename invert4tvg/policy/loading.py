@@ -50,25 +50,30 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
     kwargs = {"dtype": dtype}
     if args.attn_implementation:
         kwargs["attn_implementation"] = args.attn_implementation
+    name, options = head_options(args)
+    head = _head_class(name)
+    processor = AutoProcessor.from_pretrained(path)
     adapter = Path(path) / "adapter_config.json"
     if adapter.exists():
         from peft import PeftConfig, PeftModel
 
         base = PeftConfig.from_pretrained(path).base_model_name_or_path
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, **kwargs)
+        add_head_tokens(
+            model, processor, head.extra_special_tokens
+        )  # before the adapter: its rows must exist
         model = PeftModel.from_pretrained(model, path, is_trainable=for_training and args.use_peft)
         if not args.use_peft:
             model = model.merge_and_unload()
     else:
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
-    processor = AutoProcessor.from_pretrained(path)
+    token_ids = add_head_tokens(model, processor, head.extra_special_tokens)
     if for_training:
-        model = prepare_for_training(model, args)
+        model = prepare_for_training(model, args, token_ids)
         upcast_trainable(model)
     else:
         model.eval().requires_grad_(False)
-    name, options = head_options(args)
-    policy = _head_class(name).from_options(model, processor, options)
+    policy = head.from_options(model, processor, options)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("loaded %s (%s, %.2fM params, %.2fM trainable)", path, dtype, n_all / 1e6, n_train / 1e6)
@@ -132,7 +137,27 @@ def upcast_trainable(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def prepare_for_training(model: torch.nn.Module, args: ModelArguments) -> torch.nn.Module:
+def add_head_tokens(model: torch.nn.Module, processor, tokens: tuple[str, ...]) -> list[int]:
+    """Add a head's special tokens to the tokenizer (a model saved with the head has them) and grow the embeddings
+    when the tokenizer outgrows them (Qwen2.5-VL's embeddings have spare rows, so usually they do not). Returns
+    the tokens' ids."""
+    if not tokens:
+        return []
+    tokenizer = processor.tokenizer
+    new = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if new:
+        tokenizer.add_tokens(new, special_tokens=True)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return tokenizer.convert_tokens_to_ids(list(tokens))
+
+
+def prepare_for_training(
+    model: torch.nn.Module, args: ModelArguments, token_ids: list[int] | None = None
+) -> torch.nn.Module:
+    """Freeze the vision tower, enable gradient checkpointing, add LoRA adapters. ``token_ids``: a head's new
+    tokens, whose embedding rows LoRA alone would never train (peft's trainable tokens train just those rows; with
+    tied embeddings the LM-head rows are the same weights)."""
     if args.freeze_vision_tower:
         vision = _vision_tower(model)
         vision.requires_grad_(False)
@@ -149,6 +174,7 @@ def prepare_for_training(model: torch.nn.Module, args: ModelArguments) -> torch.
             # Only language-model projections: the names also occur in the vision tower's blocks.
             target_modules=rf"^(?!.*visual).*\.({'|'.join(args.lora_target_modules)})$",
             task_type="CAUSAL_LM",
+            trainable_token_indices={"embed_tokens": list(token_ids)} if token_ids else None,
         )
         model = get_peft_model(model, config)
     return model
