@@ -255,6 +255,11 @@ class VLLMEngine(RolloutEngine):
         )
 
     def _checkpoint_weights(self, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if any("trainable_tokens" in name for name in weights):
+            raise NotImplementedError(
+                "the vLLM engine cannot serve peft's trainable tokens (a head's extra special tokens under LoRA); "
+                "use rollout_backend hf or ray-hf, or train without use_peft"
+            )
         if not is_lora_payload(weights):
             return {checkpoint_name(name): t for name, t in weights.items()}
         if self._lora_base is None:
