@@ -55,7 +55,9 @@ def test_a_heads_new_token_trains_and_survives_save_and_load(loc_head, use_peft,
         optimizer.zero_grad()
     after = embed(policy, [loc, unused])
     assert not torch.allclose(after[0], before[0]), "the new token's embedding row did not train"
-    if use_peft:  # LoRA's trainable tokens: that row only (full fine-tuning moves every row of a tied LM head)
+    if (
+        use_peft
+    ):  # LoRA's trainable tokens: that row only (full fine-tuning moves every row of a tied LM head)
         torch.testing.assert_close(after[1], before[1])
 
     final = save_final(policy.model, policy.processor, tmp_path, 3, policy.head_config())
