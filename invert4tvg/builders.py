@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +77,29 @@ def frame_cache(data: DataArguments) -> FrameCache | None:
     return FrameCache(data.frame_cache_dir, max_bytes=int(data.frame_cache_gb * 2**30))
 
 
-def load_templates(tasks: TaskArguments) -> PromptTemplates:
-    if not tasks.prompt_templates:
-        return PromptTemplates()
-    path = Path(tasks.prompt_templates)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"prompt_templates file {path} not found (relative paths are read from {Path.cwd()}); "
-            "give an absolute path or run from the directory the config expects"
+def load_templates(tasks: TaskArguments, policy: Policy | None = None) -> PromptTemplates:
+    """The prompt templates of ``tasks.prompt_templates`` (else the defaults), with ``policy``'s head filling the
+    grounding prompt's ``{answer_format}`` (None: the default head's instruction)."""
+    templates = PromptTemplates()
+    if tasks.prompt_templates:
+        path = Path(tasks.prompt_templates)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"prompt_templates file {path} not found (relative paths are read from {Path.cwd()}); "
+                "give an absolute path or run from the directory the config expects"
+            )
+        templates = PromptTemplates.from_config(yaml.safe_load(path.read_text()) or {})
+    if policy is None:
+        return templates
+    if "{answer_format}" not in templates.tvg and policy.name != "text_timestamps":
+        logger.warning(
+            "the tvg prompt template has no {answer_format}, so it does not tell the %s head how to answer (%r); "
+            "add the field to %s",
+            policy.name,
+            policy.answer_instruction,
+            tasks.prompt_templates,
         )
-    return PromptTemplates.from_config(yaml.safe_load(path.read_text()) or {})
+    return replace(templates, answer_format=policy.answer_instruction)
 
 
 def build_sampler(tasks: TaskArguments, seed: int) -> TaskSampler:

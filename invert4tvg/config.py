@@ -21,7 +21,26 @@ class ModelArguments:
         default="Qwen/Qwen2.5-VL-3B-Instruct",
         metadata={"help": "Hub id or local directory (save_pretrained layout)."},
     )
-    head: str = field(default="text_timestamps", metadata={"help": "Grounding head (see docs/heads.md)."})
+    head: str | None = field(
+        default=None,
+        metadata={
+            "help": "Grounding head: text_timestamps | vtimellm | frame_seg (docs/heads.md). None: the head the "
+            "model was saved with (invert4tvg_head.json), else text_timestamps."
+        },
+    )
+    head_frames: int | None = field(
+        default=None,
+        metadata={
+            "help": "frame_seg: answer characters, one per equal part of the video. None: saved, else 25."
+        },
+    )
+    head_loss_ramp_epochs: float | None = field(
+        default=None,
+        metadata={
+            "help": "frame_seg: epochs over which the SFT loss weights move from LM only to (0.2, 0.2667, 0.2667, "
+            "0.2667) for (LM, BCE, Tversky, Dice). None: saved, else 6 (the paper's)."
+        },
+    )
     dtype: str = field(
         default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32."}
     )

@@ -39,7 +39,7 @@ from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
 from invert4tvg.training import trackers
-from invert4tvg.training.output_dir import prepare_output_dir, save_final
+from invert4tvg.training.output_dir import prepare_output_dir
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
 from rewards import nlp
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_records = load_split(data_args, "train")
     val_records = load_split(data_args, "val")[: args.eval_max_samples] if data_args.val_annotations else None
     test_records = load_split(data_args, "test") if data_args.test_annotations else None
-    templates = load_templates(task_args)
+    templates = load_templates(task_args, policy)
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     sampler = build_sampler(task_args, seed=args.seed)
     score = build_rewards(args)  # before the rollout workers and the first write: fails leaving nothing
@@ -137,9 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         results = {}
         if accelerator.is_main_process:
-            save_final(
-                accelerator.unwrap_model(trainer.model), policy.processor, args.output_dir, trainer.step
-            )
+            trainer.save_final()
             if test_records:
                 results = evaluate(
                     policy,

@@ -29,7 +29,7 @@ from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.tasks import build_task_instance
 from invert4tvg.training import trackers
-from invert4tvg.training.output_dir import prepare_output_dir, save_final
+from invert4tvg.training.output_dir import prepare_output_dir
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
 from rewards import nlp
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     grounding = []
     if args.grounding_annotations:
         grounding = load_split(replace(data_args, train_annotations=args.grounding_annotations), "train")
-    templates, sampling = load_templates(task_args), data_args.sampling()
+    templates, sampling = load_templates(task_args, policy), data_args.sampling()
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     rng = np.random.default_rng(args.seed)
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     trainer.train()
     if accelerator.is_main_process:
-        save_final(accelerator.unwrap_model(trainer.model), policy.processor, args.output_dir, trainer.step)
+        trainer.save_final()
     accelerator.end_training()
 
 

@@ -33,6 +33,7 @@ from rewards.grounding import SPAN_PARSERS, parse_span_time_r1  # isort: skip
 from rewards.verbs import ActionRecognitionReward, VerbCompletionReward, VideoDescriptionReward  # isort: skip
 from rewards.cosine import CosineReward, EmbeddingsUnavailable  # isort: skip
 from rewards.composite import Invert4TVGReward, RewardBreakdown  # isort: skip
+from rewards.frames import FrameF1Reward, window_labels  # isort: skip
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -44,6 +45,7 @@ __all__ = [
     "CosineReward",
     "EmbeddingsUnavailable",
     "FormatReward",
+    "FrameF1Reward",
     "GuardedReward",
     "Invert4TVGReward",
     "IoUReward",
@@ -68,4 +70,5 @@ __all__ = [
     "reload_entry_points",
     "temporal_iou",
     "unregister",
+    "window_labels",
 ]

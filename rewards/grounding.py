@@ -106,7 +106,10 @@ class AnswerFormatReward(Reward):
 
 @register("iou")
 class IoUReward(Reward):
-    """Temporal IoU between the parsed answer and ``[start, end]`` (eq. 8); 0 when the answer does not parse.
+    """Temporal IoU between the predicted span and ``[start, end]`` (eq. 8); 0 when the answer does not parse.
+
+    The prediction is the ``pred_span`` column when the caller passes one (the trainer does: the policy head's
+    decoding, whatever the head emits; None is a parse failure), else the text answer read by ``parse_span``.
 
     ``clip=True`` clips the prediction *and the ground truth* to ``[0, duration]`` first (needs the ``duration``
     column): real annotations end past the video (562 of Charades-STA's 3,720 test spans), and clipping only the
@@ -129,7 +132,7 @@ class IoUReward(Reward):
         start, end = cols.number("start", i), cols.number("end", i)
         if start > end:
             raise ColumnValueError("end", f"ground-truth end {end} is before start {start}")
-        span = parse_span(text)
+        span = _predicted(cols, i) if cols.has("pred_span") else parse_span(text)
         if span is None:
             return 0.0
         if self.clip:
@@ -137,6 +140,17 @@ class IoUReward(Reward):
             span = _clip(span, duration)
             start, end = _clip((start, end), duration)
         return temporal_iou(span, (start, end))
+
+
+def _predicted(cols: Columns, i: int) -> Span | None:
+    value = cols.value("pred_span", i)
+    if value is None:
+        return None
+    try:
+        start, end = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ColumnValueError("pred_span", f"expected [start, end] or None, got {value!r}") from None
+    return start, end
 
 
 def _clip(span: Span, duration: float) -> Span:

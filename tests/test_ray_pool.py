@@ -7,6 +7,7 @@ metrics and weights as one that did not. Retries and restarts are bounded, and t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -23,7 +24,8 @@ from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import VideoSpec
 from invert4tvg.data.video import decode_video
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.rollout.base import SamplingParams, StaleWeightsError
+from invert4tvg.policy.processing import eos_token_ids
+from invert4tvg.rollout.base import SamplingParams, StaleWeightsError, TokenConstraint
 from invert4tvg.rollout.ray_pool import RayEnginePool, RolloutWorkerError
 from invert4tvg.workflows.recipe_loader import load_recipe
 
@@ -104,6 +106,21 @@ def test_a_worker_killed_mid_generation_is_replaced_and_the_batch_is_unchanged(p
     assert pool.retried_shards == retried + 1  # it died while its shard was in flight
     assert pool.worker_pids()[0] != pids[0] and pool.worker_pids()[1] == pids[1]
     assert {c.policy_version for g in again for c in g} == {pool.policy_version}
+
+
+def test_workers_honour_a_heads_token_constraint(pool, setup):
+    """The frame_seg head's constraint travels with the request into the Ray workers' engines."""
+    _, policy, requests = setup
+    constraint = TokenConstraint(
+        tuple(policy.processor.tokenizer.convert_tokens_to_ids(["0", "1"])),
+        5,
+        tuple(eos_token_ids(policy.model, policy.processor.tokenizer)),
+    )
+    constrained = [dataclasses.replace(r, constraint=constraint, num_samples=2) for r in requests]
+    groups = pool.generate(constrained, SamplingParams(temperature=1.0, max_tokens=8, seed=5))
+    for completion in (c for g in groups for c in g):
+        assert len(completion.text) == 5 and set(completion.text) <= {"0", "1"}, completion.text
+        assert completion.finish_reason == "stop"
 
 
 def test_a_worker_dead_between_steps_is_replaced_at_the_next_weight_sync(pool, setup):

@@ -28,9 +28,8 @@ from invert4tvg.data.frames import VideoSpec
 from invert4tvg.data.video import decode_video
 from invert4tvg.policy.base import Policy
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.processing import processor_inputs, vision_token_ids
+from invert4tvg.policy.processing import eos_token_ids, processor_inputs, vision_token_ids
 from invert4tvg.rollout.base import RolloutEngine, RolloutRequest, SamplingParams, StaleWeightsError
-from invert4tvg.rollout.hf import _eos_ids
 
 ENGINES = ("hf", "ray-hf", "vllm", "ray-vllm", "fake-vllm", "fake-ray-vllm")
 QUESTIONS = ("When does the red circle grow?", "What happens first?", "Describe the video.")
@@ -163,7 +162,7 @@ def changed_weights(case: Case, change) -> Iterator[None]:
 # -- the contract -------------------------------------------------------------------------------------------
 def test_counts_order_ids_and_finish_reasons(case, videos):
     tokenizer = case.policy.processor.tokenizer
-    eos = set(_eos_ids(case.policy.model, tokenizer))
+    eos = set(eos_token_ids(case.policy.model, tokenizer))
     requests = requests_for(case.policy, videos)
     out = case.engine.generate(requests, SamplingParams(temperature=1.0, max_tokens=12))
     assert [len(group) for group in out] == [r.num_samples for r in requests]
@@ -190,7 +189,7 @@ def test_stop_keeps_eos_and_drops_it_from_the_text(case, videos):
     request = requests_for(case.policy, videos[:1], samples=(2,))[0]
     tokenizer = case.policy.processor.tokenizer
     eos = tokenizer.pad_token_id  # <|endoftext|>: an EOS id that the prompt never contains
-    assert eos in _eos_ids(case.policy.model, tokenizer)
+    assert eos in eos_token_ids(case.policy.model, tokenizer)
     inputs = processor_inputs(case.policy.processor, [request.prompt], [request.video])
     with torch.no_grad():
         hidden = case.policy.model(**inputs, output_hidden_states=True).hidden_states[-1][0, -1]

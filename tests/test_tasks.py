@@ -38,13 +38,13 @@ def test_default_prompts_use_the_papers_wording_and_the_answer_format():
     tvg = templates.render("tvg", query="person sits down", duration=31.456)
     assert "'person sits down'" in tvg and "31.46 seconds" in tvg and "two decimals" in tvg
     for task in TASKS:
-        text = getattr(templates, task)
+        text = templates.render(task, query="q", masked_query="q []", duration=1.0)
         assert "<think></think>" in text and "<answer></answer>" in text
         assert len(text) < 260  # short prompts: the CPU demo pays for every token
 
 
 def test_tvg_prompt_example_answer_is_parsed_by_the_iou_reward():
-    example = PromptTemplates().tvg.split("like ", 1)[1]
+    example = PromptTemplates().render("tvg", query="q", duration=1.0).split("like ", 1)[1]
     assert rewards.parse_span(example) == (4.2, 9.85)
 
 

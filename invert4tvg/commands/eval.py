@@ -18,7 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "settings come from the training run of --model (RUN/metadata.json next to RUN/final) unless --config "
         "is given, then from the flags below.",
     )
-    parser.add_argument("--model", required=True, help="checkpoint directory or hub id (e.g. RUN/final)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint directory or hub id (e.g. RUN/final); it is decoded with the head it was saved with "
+        "(docs/heads.md)",
+    )
     parser.add_argument(
         "--config",
         help="a training YAML whose data, video and prompt settings are used (default: the configuration the "
@@ -49,9 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--parser",
         choices=("answer", "time-r1"),
         default="answer",
-        help="how the predicted span is read: answer (default: the last 'A to B' in the last <answer> block, as the "
-        "iou reward reads it) or time-r1 (Time-R1's public evaluation: the last 'A to B' anywhere in the output). "
-        "Numbers from the two are not comparable; metrics.json records the parser",
+        help="how the predicted span is read: answer (default: the model's head decodes it, as the iou reward reads "
+        "it in training; for text timestamps the last 'A to B' in the last <answer> block) or time-r1 (text "
+        "timestamps only: Time-R1's public evaluation, the last 'A to B' anywhere in the output). Numbers from the "
+        "two are not comparable; metrics.json records the parser",
     )
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument(
@@ -126,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             records,
             args.out,
             video_sampling=data_args.sampling(),
-            templates=load_templates(task_args),
+            templates=load_templates(task_args, policy),
             action_tasks=[t for t in args.tasks.split(",") if t],
             temperature=args.temperature,
             max_tokens=args.max_new_tokens or config.get("max_completion_length") or 1024,

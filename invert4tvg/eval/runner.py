@@ -22,7 +22,7 @@ from invert4tvg.data.records import GroundingRecord
 from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
 from invert4tvg.eval.metrics import PARSERS, grounding_metrics, metrics_from_predictions, score_output
 from invert4tvg.policy.base import Policy
-from invert4tvg.rollout.base import RolloutEngine, SamplingParams
+from invert4tvg.rollout.base import Completion, RolloutEngine, SamplingParams
 from invert4tvg.tasks import NoVerbError, PromptTemplates, TaskInstance, TaskUnavailable, build_task_instance
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,10 @@ def _generate(
     desc: str,
     skipped: dict[str, str],
     progress: bool,
-) -> dict[str, str]:
-    """Generate one completion per instance; returns record id -> completion text. Unreadable videos are skipped
+) -> dict[str, Completion]:
+    """Generate one completion per instance; returns record id -> completion. Unreadable videos are skipped
     and recorded in ``skipped`` (path -> reason)."""
-    outputs: dict[str, str] = {}
+    outputs: dict[str, Completion] = {}
     bar = tqdm(total=len(instances), desc=desc, disable=not progress, leave=False)
     for start in range(0, len(instances), batch_size):
         chunk, videos = [], []
@@ -54,9 +54,11 @@ def _generate(
             except VideoDecodeError as err:
                 skipped[inst.video.path] = str(err)
         if chunk:
-            requests = [policy.rollout_request(i.messages, v, 1, i.record_id) for i, v in zip(chunk, videos)]
+            requests = [
+                policy.rollout_request(i.messages, v, 1, i.record_id, i.task) for i, v in zip(chunk, videos)
+            ]
             for inst, group in zip(chunk, engine.generate(requests, sampling)):
-                outputs[inst.record_id] = group[0].text
+                outputs[inst.record_id] = group[0]
         bar.update(len(instances[start : start + batch_size]))
     bar.close()
     return outputs
@@ -82,12 +84,17 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score ``records``; writes predictions and metrics to ``out_dir`` when given. Returns metrics.json's content.
 
-    ``parser`` reads the predicted span: "answer" (the ``iou`` reward's parser) or "time-r1" (Time-R1's public
-    evaluation, for reproducing published numbers); metrics.json records which. Ground-truth spans are scored as
-    given (loaded for evaluation, they are as published); those that end after the video are counted.
+    ``parser`` reads the predicted span: "answer" (the policy head's ``decode``, what the ``iou`` reward scores in
+    training) or "time-r1" (Time-R1's public evaluation of text timestamps, for reproducing published numbers);
+    metrics.json records which. Ground-truth spans are scored as given (loaded for evaluation, they are as
+    published); those that end after the video are counted.
     """
     if parser not in PARSERS:
         raise ValueError(f"unknown parser {parser!r}; choose from {', '.join(PARSERS)}")
+    if parser != "answer" and policy.name != "text_timestamps":
+        raise ValueError(
+            f"parser {parser!r} reads text timestamps; the {policy.name} head is read by 'answer'"
+        )
     video_sampling = video_sampling or VideoSampling()
     templates = templates or PromptTemplates()
     sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
@@ -113,11 +120,11 @@ def evaluate(
             by_task[task] = {}
             continue
         columns = {key: [i.columns[key] for i in scored] for key in scored[0].columns}
-        scores = rewards.get(task)([outputs[i.record_id] for i in scored], **columns)
+        scores = rewards.get(task)([outputs[i.record_id].text for i in scored], **columns)
         by_task[task] = {
             i.record_id: {
                 "prompt_query": i.columns.get("masked_query") or i.columns["query"],
-                "output": outputs[i.record_id],
+                "output": outputs[i.record_id].text,
                 "reward": score,
             }
             for i, score in zip(scored, scores)
@@ -127,7 +134,15 @@ def evaluate(
     for record in records:
         if record.id not in answers:
             continue
-        pred, iou = score_output(answers[record.id], (record.start, record.end), parser)
+        gt = (record.start, record.end)
+        saliency = None
+        if parser == "answer":
+            decoded = policy.decode(answers[record.id], record.duration)
+            pred = None if decoded is None else decoded.span
+            iou = 0.0 if pred is None else rewards.temporal_iou(pred, gt)
+            saliency = None if decoded is None else decoded.saliency
+        else:
+            pred, iou = score_output(answers[record.id].text, gt, parser)
         row = {
             "id": record.id,
             "video": record.video,
@@ -135,9 +150,10 @@ def evaluate(
             "duration": record.duration,
             "source": record.source,
             "gt": [record.start, record.end],
-            "output": answers[record.id],
+            "output": answers[record.id].text,
             "pred": list(pred) if pred is not None else None,
             "iou": iou,
+            **({"saliency": saliency} if saliency is not None else {}),
             "tasks": {t: by_task[t][record.id] for t in action_tasks if record.id in by_task.get(t, {})},
         }
         rows.append(row)

@@ -32,6 +32,21 @@ class Rollouts:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def decoded_columns(
+    policy: Policy, completions: Sequence[Completion], tasks: Sequence[str], durations: Sequence[float]
+) -> dict[str, list[Any]]:
+    """The head's reading of each grounding completion, as reward columns: ``pred_span`` ([start, end] seconds,
+    None when it does not parse), ``pred_saliency`` and ``pred_mask`` (per-frame foreground probability and 0/1
+    decision, None for heads without frames). Rewards and step metrics read these instead of parsing text."""
+    columns: dict[str, list[Any]] = {"pred_span": [], "pred_saliency": [], "pred_mask": []}
+    for completion, task, duration in zip(completions, tasks, durations):
+        decoded = policy.decode(completion, float(duration)) if task == "tvg" else None
+        columns["pred_span"].append(None if decoded is None else list(decoded.span))
+        columns["pred_saliency"].append(None if decoded is None else decoded.saliency)
+        columns["pred_mask"].append(None if decoded is None else decoded.mask)
+    return columns
+
+
 def rollouts_from_videos(
     instances: Sequence[TaskInstance],
     videos: Sequence[Any],
@@ -46,16 +61,17 @@ def rollouts_from_videos(
     timings = dict(timings or {})
     t0 = time.perf_counter()
     requests = [
-        policy.rollout_request(inst.messages, video, num_generations, inst.record_id)
+        policy.rollout_request(inst.messages, video, num_generations, inst.record_id, inst.task)
         for inst, video in zip(instances, videos)
     ]
     completions = engine.generate(requests, sampling)
     timings["time/rollout"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    texts = [c.text for group in completions for c in group]
+    flat = [c for group in completions for c in group]
     columns = reward_columns(instances, num_generations)
-    totals, components = score(texts, **columns)
+    columns.update(decoded_columns(policy, flat, columns["task"], columns["duration"]))
+    totals, components = score([c.text for c in flat], **columns)
     rewards = torch.tensor([math.nan if s is None else float(s) for s in totals], dtype=torch.float32)
     timings["time/reward"] = time.perf_counter() - t0
 

@@ -35,6 +35,7 @@ def gather_for_metrics(accelerator, rollouts: Rollouts, advantages: Advantages) 
 
     local = {
         "tasks": list(rollouts.columns["task"]),
+        "pred_span": list(rollouts.columns["pred_span"]),
         "completions": rollouts.completions,
         "rewards": rollouts.rewards.tolist(),
         "components": rollouts.components,
@@ -49,7 +50,10 @@ def gather_for_metrics(accelerator, rollouts: Rollouts, advantages: Advantages) 
         for k in names
     }
     gathered = GatheredRollouts(
-        columns={"task": [t for part in parts for t in part["tasks"]]},
+        columns={
+            "task": [t for part in parts for t in part["tasks"]],
+            "pred_span": [s for part in parts for s in part["pred_span"]],
+        },
         completions=[g for part in parts for g in part["completions"]],
         rewards=torch.tensor([r for part in parts for r in part["rewards"]], dtype=torch.float32),
         components=components,
@@ -100,8 +104,6 @@ def step_metrics(
     epoch: float,
     lr: float,
 ) -> dict[str, Any]:
-    from rewards import parse_span
-
     tasks = rollouts.columns["task"]
     flat = [c for group in rollouts.completions for c in group]
     rewards = rollouts.rewards.tolist()
@@ -120,7 +122,7 @@ def step_metrics(
     tvg = [i for i, t in enumerate(tasks) if t == "tvg"]
     if tvg:
         row["iou"] = _mean([components["iou"][i] for i in tvg]) if "iou" in components else None
-        failures = sum(parse_span(flat[i].text) is None for i in tvg)
+        failures = sum(rollouts.columns["pred_span"][i] is None for i in tvg)  # the head's decoding
         row["parse_failures"] = failures  # the trainer adds them to its running count
         row["parse_fail"] = failures / len(tvg)
     for task in ("vc", "ar", "vd"):

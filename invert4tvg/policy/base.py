@@ -2,10 +2,13 @@
 
 A policy turns task instances into prompts, turns (prompt, completions) into one batch of model inputs that is
 reused, tensor for tensor, by the old-policy, reference and current passes, computes per-token log-probabilities of
-completions, decodes a completion into a segment, and builds supervised examples. The default head
-(:class:`~invert4tvg.policy.text_timestamps.TextTimestampPolicy`) answers "S to E" in text; the warm-start heads of
-../shared/HEADS.md (frame indices, 0/1 frame masks, a ``<LOC>`` head, structural tokens) override the hooks marked
-below: extra special tokens, extra modules saved with the checkpoint, hidden states, their own decode and loss.
+completions, decodes a completion into a segment, and builds supervised examples.
+
+A *head* (docs/heads.md) is a subclass that fills in the hooks at the bottom: the grounding prompt's answer
+instruction, its SFT targets, ``decode`` (completion -> span, + per-frame saliency where it has one), its supervised
+loss, a decoding constraint, and extra tokens or modules. Everything downstream goes through these hooks: rollouts
+put the decoded span in the ``pred_span`` reward column, which the ``iou`` reward, the step metrics and evaluation
+read, so no other module parses answers.
 """
 
 from __future__ import annotations
@@ -13,14 +16,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers import BatchFeature
 
 from invert4tvg.data.frames import DecodedVideo
 from invert4tvg.policy.processing import processor_inputs, render_prompt, select_inputs, vision_token_ids
-from invert4tvg.rollout.base import Completion, RolloutRequest
+from invert4tvg.rollout.base import Completion, RolloutRequest, TokenConstraint
+
+# Written next to every saved model (final/, checkpoints' model/): which head decodes it, with its options.
+HEAD_FILE = "invert4tvg_head.json"
+# The think text of inversion-task targets (Invert-SFT), whatever the head: those answers are text for every head.
+INVERT_THINK = "The clip shows what happens in this event."
 
 
 @dataclass
@@ -34,6 +42,7 @@ class SequenceBatch:
     inputs: BatchFeature
     completion_ids: torch.Tensor  # (B, T)
     completion_mask: torch.Tensor  # (B, T)
+    constraints: list[TokenConstraint | None] | None = None  # per row: what the rollout engine was held to
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]
@@ -44,12 +53,26 @@ class SequenceBatch:
             inputs=select_inputs(self.inputs, index),
             completion_ids=self.completion_ids[index],
             completion_mask=self.completion_mask[index],
+            constraints=None if self.constraints is None else [self.constraints[i] for i in index],
         )
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         return SequenceBatch(
-            self.inputs.to(device), self.completion_ids.to(device), self.completion_mask.to(device)
+            self.inputs.to(device),
+            self.completion_ids.to(device),
+            self.completion_mask.to(device),
+            self.constraints,
         )
+
+
+@dataclass
+class Decoded:
+    """What a head read from a completion: the span in seconds and, for heads that score frames (equal windows of
+    the video), each frame's foreground probability and its 0/1 decision."""
+
+    span: tuple[float, float]
+    saliency: list[float] | None = None
+    mask: list[int] | None = None
 
 
 @dataclass
@@ -64,6 +87,10 @@ class SupervisedExample:
 class Policy(ABC):
     """A model, its processor and a grounding head. Subclasses implement the head-specific hooks."""
 
+    #: The name ``head:`` selects it by (``policy.loading.HEADS``); recorded with every saved model.
+    name: ClassVar[str] = ""
+    #: The grounding prompt's answer instruction (the ``{answer_format}`` field of the ``tvg`` template).
+    answer_instruction: ClassVar[str] = ""
     #: Extra special tokens the head adds to the tokenizer (their embedding rows must be trainable).
     extra_special_tokens: tuple[str, ...] = ()
 
@@ -71,6 +98,15 @@ class Policy(ABC):
         self.model = model
         self.processor = processor
         self.suppress_ids = torch.tensor(vision_token_ids(processor.tokenizer), dtype=torch.long)
+
+    @classmethod
+    def from_options(cls, model: torch.nn.Module, processor, options: dict[str, Any]) -> Policy:
+        """Build the head from its options (``head_config`` of a saved model, overridden by the configuration)."""
+        return cls(model, processor)
+
+    def head_config(self) -> dict[str, Any]:
+        """What ``load_policy`` needs to rebuild this head; saved as ``invert4tvg_head.json`` with the model."""
+        return {"head": self.name}
 
     # -- prompts and rollouts -------------------------------------------------------------------------------
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
@@ -82,8 +118,9 @@ class Policy(ABC):
         video: DecodedVideo | None,
         num_samples: int,
         request_id: str = "",
+        task: str = "tvg",
     ) -> RolloutRequest:
-        return RolloutRequest(self.render(messages), video, num_samples, request_id)
+        return RolloutRequest(self.render(messages), video, num_samples, request_id, self.constraint(task))
 
     def sequence_batch(
         self, requests: Sequence[RolloutRequest], completions: Sequence[Sequence[Completion]]
@@ -109,7 +146,10 @@ class Policy(ABC):
             inputs["mm_token_type_ids"] = torch.cat(
                 [prompts["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1
             )
-        return SequenceBatch(BatchFeature(inputs), completion_ids, completion_mask)
+        constraints = [r.constraint for r, group in zip(requests, completions) for _ in group]
+        if not any(constraints):
+            constraints = None
+        return SequenceBatch(BatchFeature(inputs), completion_ids, completion_mask, constraints)
 
     def completion_logprobs(
         self, model: torch.nn.Module, batch: SequenceBatch, temperature: float = 1.0
@@ -117,8 +157,9 @@ class Policy(ABC):
         """Per-token log-probabilities (B, T) of the completion tokens under ``model`` (the policy, its old copy or
         the reference): one forward pass over prompt + completion with the batch's own video tensors.
 
-        Logits are divided by ``temperature`` and vision tokens are excluded, matching the distribution rollouts
-        sample from.
+        Logits are divided by ``temperature``, vision tokens are excluded and rows generated under a
+        :class:`TokenConstraint` are held to it, matching the distribution rollouts sample from: the policy GRPO
+        trains is the constrained one.
         """
         width = batch.completion_ids.shape[1]
         outputs = model(**batch.inputs, logits_to_keep=width + 1, use_cache=False)
@@ -127,17 +168,33 @@ class Policy(ABC):
             logits = logits / temperature
         if len(self.suppress_ids):
             logits[..., self.suppress_ids.to(logits.device)] = float("-inf")
+        for row, constraint in enumerate(batch.constraints or ()):
+            if constraint is not None:
+                logits[row] = logits[row].masked_fill(
+                    ~constraint.allowed_mask(width, logits.shape[-1]).to(logits.device), float("-inf")
+                )
         chosen = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
         return chosen - torch.logsumexp(logits, dim=-1)
 
     # -- head-specific hooks --------------------------------------------------------------------------------
     @abstractmethod
-    def decode_segment(self, completion: str, duration: float) -> tuple[float, float] | None:
-        """The segment ``[start, end]`` in seconds a completion answers, or None when it does not parse."""
+    def decode(self, completion: Completion | str, duration: float) -> Decoded | None:
+        """The span ``[start, end]`` in seconds a grounding completion answers (+ saliency where the head has
+        one), or None when it does not parse. ``completion`` is a rollout engine's :class:`Completion` (its
+        log-probs give the saliency of heads that score frames) or, for text-only heads, its text."""
 
     @abstractmethod
     def tvg_target(self, query: str, start: float, end: float, duration: float) -> str:
         """The supervised completion for a grounding sample (SFT warm start)."""
+
+    def answer_target(self, answer: str, think: str = INVERT_THINK) -> str:
+        """An inversion-task target (Invert-SFT): the inversion prompts ask every head for text in the
+        think + answer template."""
+        return f"<think>{think}</think> <answer>{answer}</answer>"
+
+    def constraint(self, task: str) -> TokenConstraint | None:
+        """What a rollout engine must hold generation to for ``task`` (None: free text)."""
+        return None
 
     def supervised_batch(self, examples: Sequence[SupervisedExample]) -> tuple[BatchFeature, torch.Tensor]:
         """Model inputs and labels for SFT: loss on the target tokens (and the closing EOS) only."""
@@ -159,10 +216,12 @@ class Policy(ABC):
         return inputs, labels
 
     def supervised_loss(
-        self, model: torch.nn.Module, inputs: BatchFeature, labels: torch.Tensor
-    ) -> torch.Tensor:
-        """Token-level cross-entropy on the labelled positions. Heads with extra modules add their losses here."""
-        return model(**inputs, labels=labels, use_cache=False).loss
+        self, model: torch.nn.Module, inputs: BatchFeature, labels: torch.Tensor, epoch: float = 0.0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The SFT loss and its parts for logging: token-level cross-entropy on the labelled positions. Heads with
+        their own losses (which may be scheduled by ``epoch``, the data passes done so far) override it."""
+        loss = model(**inputs, labels=labels, use_cache=False).loss
+        return loss, {}
 
     def weights_for_sync(self) -> dict[str, torch.Tensor]:
         """What a rollout engine holding its own copy needs after an update: the trainable parameters only (the

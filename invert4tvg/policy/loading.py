@@ -4,14 +4,15 @@ tower, gradient checkpointing. The same code loads ``Qwen/Qwen2.5-VL-7B-Instruct
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from invert4tvg.policy.base import Policy
+from invert4tvg.policy.base import HEAD_FILE, Policy
 
 # Only for annotations: config pulls in the NLP stack, which benchmarks/gpu_smoke.py must run without.
 if TYPE_CHECKING:
@@ -19,7 +20,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HEADS = {"text_timestamps": "invert4tvg.policy.text_timestamps:TextTimestampPolicy"}
+HEADS = {
+    "text_timestamps": "invert4tvg.policy.text_timestamps:TextTimestampPolicy",
+    "vtimellm": "invert4tvg.policy.vtimellm:VTimeLLMPolicy",
+    "frame_seg": "invert4tvg.policy.frame_seg:FrameSegPolicy",
+}
+DEFAULT_HEAD = "text_timestamps"
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -51,24 +57,30 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
     kwargs = {"dtype": dtype}
     if args.attn_implementation:
         kwargs["attn_implementation"] = attention(args.attn_implementation)
+    name, options = head_options(args)
+    head = _head_class(name)
+    processor = AutoProcessor.from_pretrained(path)
     adapter = Path(path) / "adapter_config.json"
     if adapter.exists():
         from peft import PeftConfig, PeftModel
 
         base = PeftConfig.from_pretrained(path).base_model_name_or_path
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, **kwargs)
+        add_head_tokens(
+            model, processor, head.extra_special_tokens
+        )  # before the adapter: its rows must exist
         model = PeftModel.from_pretrained(model, path, is_trainable=for_training and args.use_peft)
         if not args.use_peft:
             model = model.merge_and_unload()
     else:
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
-    processor = AutoProcessor.from_pretrained(path)
+    token_ids = add_head_tokens(model, processor, head.extra_special_tokens)
     if for_training:
-        model = prepare_for_training(model, args)
+        model = prepare_for_training(model, args, token_ids)
         upcast_trainable(model)
     else:
         model.eval().requires_grad_(False)
-    policy = _head_class(args.head)(model, processor)
+    policy = head.from_options(model, processor, options)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("loaded %s (%s, %.2fM params, %.2fM trainable)", path, dtype, n_all / 1e6, n_train / 1e6)
@@ -85,6 +97,43 @@ def attention(name: str) -> str:
         )
         return "sdpa"
     return name
+
+
+def recorded_head(path: str | Path) -> dict[str, Any]:
+    """The head a saved model was trained with (``{}`` for a hub id or a model saved without one)."""
+    file = Path(path) / HEAD_FILE
+    if not file.is_file():
+        return {}
+    try:
+        record = json.loads(file.read_text())
+    except ValueError as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); delete it and pass --head explicitly") from None
+    if not isinstance(record, dict) or record.get("head") not in HEADS:
+        raise ValueError(f"{file} names no known head ({record!r}); known: {sorted(HEADS)}")
+    return record
+
+
+def head_options(args: ModelArguments) -> tuple[str, dict[str, Any]]:
+    """The head to build and its options: the configuration's where it sets them, else what the model was saved
+    with, else the default head. A configured head unlike the saved one is a new warm start, so only the
+    configuration's options apply to it."""
+    recorded = recorded_head(args.model_name_or_path)
+    name = args.head or recorded.get("head") or DEFAULT_HEAD
+    if args.head and recorded and args.head != recorded["head"]:
+        logger.warning(
+            "%s was saved with head %s; building head %s as configured", args.model_name_or_path,
+            recorded["head"], args.head,
+        )  # fmt: skip
+        recorded = {}
+    configured = {"frames": args.head_frames, "ramp_epochs": args.head_loss_ramp_epochs}
+    options = {k: v for k, v in recorded.items() if k != "head"}
+    options.update({k: v for k, v in configured.items() if v is not None})
+    return name, options
+
+
+def save_head(policy: Policy, directory: str | Path) -> None:
+    """Record ``policy``'s head beside a saved model, so loading it needs no head option."""
+    (Path(directory) / HEAD_FILE).write_text(json.dumps(policy.head_config(), indent=1) + "\n")
 
 
 def mixed_precision(args: ModelArguments) -> str:
@@ -107,7 +156,27 @@ def upcast_trainable(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def prepare_for_training(model: torch.nn.Module, args: ModelArguments) -> torch.nn.Module:
+def add_head_tokens(model: torch.nn.Module, processor, tokens: tuple[str, ...]) -> list[int]:
+    """Add a head's special tokens to the tokenizer (a model saved with the head has them) and grow the embeddings
+    when the tokenizer outgrows them (Qwen2.5-VL's embeddings have spare rows, so usually they do not). Returns
+    the tokens' ids."""
+    if not tokens:
+        return []
+    tokenizer = processor.tokenizer
+    new = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if new:
+        tokenizer.add_tokens(new, special_tokens=True)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return tokenizer.convert_tokens_to_ids(list(tokens))
+
+
+def prepare_for_training(
+    model: torch.nn.Module, args: ModelArguments, token_ids: list[int] | None = None
+) -> torch.nn.Module:
+    """Freeze the vision tower, enable gradient checkpointing, add LoRA adapters. ``token_ids``: a head's new
+    tokens, whose embedding rows LoRA alone would never train (peft's trainable tokens train just those rows; with
+    tied embeddings the LM-head rows are the same weights)."""
     if args.freeze_vision_tower:
         vision = _vision_tower(model)
         vision.requires_grad_(False)
@@ -124,6 +193,7 @@ def prepare_for_training(model: torch.nn.Module, args: ModelArguments) -> torch.
             # Only language-model projections: the names also occur in the vision tower's blocks.
             target_modules=rf"^(?!.*visual).*\.({'|'.join(args.lora_target_modules)})$",
             task_type="CAUSAL_LM",
+            trainable_token_indices={"embed_tokens": list(token_ids)} if token_ids else None,
         )
         model = get_peft_model(model, config)
     return model

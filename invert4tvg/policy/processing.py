@@ -62,6 +62,16 @@ def vision_token_ids(tokenizer) -> list[int]:
     return sorted({i for i in ids if i is not None and i != tokenizer.unk_token_id})
 
 
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """The ids that end a completion: the model's generation config's (Qwen2.5-VL lists two), else the
+    tokenizer's EOS."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos]
+    return sorted({int(i) for i in ids if i is not None})
+
+
 def repeat_inputs(inputs: BatchFeature, counts: Sequence[int]) -> BatchFeature:
     """Repeat row ``i`` of a processed batch ``counts[i]`` times, video tensors included."""
     if all(c == 1 for c in counts):

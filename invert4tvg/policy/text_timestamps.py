@@ -1,30 +1,46 @@
 """The default head (Time-R1 / Invert4TVG): the model writes ``<think>...</think> <answer>S to E</answer>``
-in seconds, and the segment is read from the text with the same parser the ``iou`` reward uses."""
+in seconds, and the span is read from the text with the parser the ``iou`` reward falls back to."""
 
 from __future__ import annotations
 
-from invert4tvg.policy.base import Policy
+from invert4tvg.policy.base import Decoded, Policy
+from invert4tvg.rollout.base import Completion
 
 # Short on purpose: every think token is generated G times per prompt in GRPO. Fields: query, start, end, duration.
 DEFAULT_THINK = "I look for when the event happens."
+THINK_THEN = "Think inside <think></think>, then"
 
 
 class TextTimestampPolicy(Policy):
     """Text timestamps: no extra tokens or modules; SFT targets are ``<think>..</think> <answer>S to E</answer>``."""
 
+    name = "text_timestamps"
+    answer_instruction = (
+        f"{THINK_THEN} give its start and end time in seconds with two decimals inside <answer></answer>, "
+        "like <answer>4.20 to 9.85</answer>."
+    )
+
     def __init__(self, model, processor, think_template: str = DEFAULT_THINK) -> None:
         super().__init__(model, processor)
         self.think_template = think_template
 
-    def decode_segment(self, completion: str, duration: float) -> tuple[float, float] | None:
-        from rewards import parse_span
-
-        return parse_span(completion)
+    def decode(self, completion: Completion | str, duration: float) -> Decoded | None:
+        span = self.read_span(completion if isinstance(completion, str) else completion.text, duration)
+        return None if span is None else Decoded(span)
 
     def tvg_target(self, query: str, start: float, end: float, duration: float) -> str:
-        think = self.think_template.format(query=query.strip(), start=start, end=end, duration=duration)
-        return f"<think>{think}</think> <answer>{start:.2f} to {end:.2f}</answer>"
+        return self.answer_target(
+            self.write_span(start, end, duration), self.think(query, start, end, duration)
+        )
 
-    def answer_target(self, answer: str, think: str) -> str:
-        """An inversion-task target (Invert-SFT): the think text, then ``answer`` in the answer block."""
-        return f"<think>{think}</think> <answer>{answer}</answer>"
+    # A text head differs from this one only in how a span is written and read back.
+    def write_span(self, start: float, end: float, duration: float) -> str:
+        return f"{start:.2f} to {end:.2f}"
+
+    def read_span(self, text: str, duration: float) -> tuple[float, float] | None:
+        from rewards import parse_span
+
+        return parse_span(text)
+
+    def think(self, query: str, start: float, end: float, duration: float) -> str:
+        return self.think_template.format(query=query.strip(), start=start, end=end, duration=duration)

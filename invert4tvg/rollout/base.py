@@ -11,6 +11,9 @@ The contract, checked by ``tests/test_rollout_contract.py`` for every engine tha
 - ``update_weights(weights, version)`` makes the engine serve ``version``; an engine never serves a stale version
   silently (``policy_version`` says what it serves).
 - With ``temperature == 0`` generation is greedy and deterministic.
+- A request with a ``constraint`` (:class:`TokenConstraint`, e.g. the frame-segmentation head's f characters of
+  '0'/'1') gets exactly ``constraint.length`` tokens from ``constraint.allowed`` then an end token, and its recorded
+  log-probs are those of the constrained distribution (the one the trainer scores, ``Policy.completion_logprobs``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,39 @@ import torch
 from invert4tvg.data.frames import DecodedVideo
 
 
+@dataclass(frozen=True)
+class TokenConstraint:
+    """Exactly ``length`` tokens, each one of ``allowed``, then one of ``end`` (the end-of-sequence ids)."""
+
+    allowed: tuple[int, ...]
+    length: int
+    end: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.length < 1 or not self.allowed or not self.end:
+            raise ValueError(f"a TokenConstraint needs length >= 1, allowed and end ids; got {self}")
+
+    def allowed_mask(self, width: int, vocab_size: int) -> torch.Tensor:
+        """(width, vocab) bool: which tokens each completion position may hold (every token after the end)."""
+        mask = torch.ones(width, vocab_size, dtype=torch.bool)
+        mask[: self.length] = False
+        mask[: self.length, list(self.allowed)] = True
+        if self.length < width:
+            mask[self.length] = False
+            mask[self.length, list(self.end)] = True
+        return mask
+
+
+def check_room(constraints: Sequence[TokenConstraint | None], max_tokens: int) -> None:
+    """A constrained answer must fit in ``max_tokens`` with its end token (else it could never be complete)."""
+    longest = max((c.length + 1 for c in constraints if c is not None), default=0)
+    if longest > max_tokens:
+        raise ValueError(
+            f"the head's answer takes {longest} tokens (with the end token) but generation stops after {max_tokens}: "
+            f"raise max_completion_length (or --max-new-tokens) to at least {longest}"
+        )
+
+
 @dataclass
 class RolloutRequest:
     """One prompt to complete ``num_samples`` times. ``prompt`` is chat-templated text with one video placeholder."""
@@ -32,6 +68,7 @@ class RolloutRequest:
     video: DecodedVideo | None
     num_samples: int = 1
     request_id: str = ""
+    constraint: TokenConstraint | None = None
 
 
 @dataclass(frozen=True)

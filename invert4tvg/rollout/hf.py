@@ -18,13 +18,15 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from invert4tvg.policy.processing import processor_inputs, repeat_inputs, vision_token_ids
+from invert4tvg.policy.processing import eos_token_ids, processor_inputs, repeat_inputs, vision_token_ids
 from invert4tvg.rollout.base import (
     Completion,
     RolloutEngine,
     RolloutRequest,
     SamplingParams,
     StaleWeightsError,
+    TokenConstraint,
+    check_room,
 )
 
 
@@ -52,6 +54,25 @@ class _SampledTokenLogprobs(LogitsProcessor):
         return torch.stack(self.steps, dim=1) if self.steps else torch.zeros(len(last_tokens), 0)
 
 
+class _Constrained(LogitsProcessor):
+    """Holds each row to its request's :class:`TokenConstraint` (rows without one are left free)."""
+
+    def __init__(self, constraints: Sequence[TokenConstraint | None], prompt_width: int) -> None:
+        self.constraints = list(constraints)
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_width
+        for row, constraint in enumerate(self.constraints):
+            if constraint is None or step > constraint.length:
+                continue
+            keep = constraint.allowed if step < constraint.length else constraint.end
+            masked = torch.full_like(scores[row], float("-inf"))
+            masked[list(keep)] = scores[row, list(keep)]
+            scores[row] = masked
+        return scores
+
+
 class HFEngine(RolloutEngine):
     """Generates with a transformers model.
 
@@ -73,7 +94,7 @@ class HFEngine(RolloutEngine):
         self.policy_version = 0
         tokenizer = processor.tokenizer
         self.pad_id = tokenizer.pad_token_id
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = eos_token_ids(model, tokenizer)
         self.suppress_ids = vision_token_ids(tokenizer)
 
     def update_weights(self, weights: Mapping[str, torch.Tensor] | None, version: int) -> None:
@@ -111,6 +132,10 @@ class HFEngine(RolloutEngine):
         recorder = _SampledTokenLogprobs()
         greedy = sampling.temperature == 0
         processors = LogitsProcessorList()
+        constraints = [r.constraint for r in requests for _ in range(r.num_samples)]
+        check_room(constraints, sampling.max_tokens)
+        if any(constraints):  # before the recorder: log-probs are those of the constrained distribution
+            processors.append(_Constrained(constraints, inputs["input_ids"].shape[1]))
         if not greedy and sampling.temperature != 1.0:
             processors.append(TemperatureLogitsWarper(sampling.temperature))
         processors.append(recorder)
@@ -169,14 +194,6 @@ class HFEngine(RolloutEngine):
         return Completion(
             token_ids=ids, text=text, logprobs=lps, finish_reason=finish, policy_version=self.policy_version
         )
-
-
-def _eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    ids = eos if isinstance(eos, list) else [eos]
-    return sorted({int(i) for i in ids if i is not None})
 
 
 def _chunks(requests: Sequence[RolloutRequest], max_sequences: int) -> list[Sequence[RolloutRequest]]:

@@ -356,5 +356,5 @@ def _wire(
                 slots[key] = len(refs)
                 refs.append(videos[key])
             slot = slots[key]
-        wire.append((request.prompt, request.num_samples, request.request_id, slot))
+        wire.append((request.prompt, request.num_samples, request.request_id, slot, request.constraint))
     return wire, refs

@@ -158,6 +158,13 @@ class VLLMEngine(RolloutEngine):
     ) -> list[list[Completion]]:
         if not requests:
             return []
+        if any(r.constraint is not None for r in requests):
+            # vLLM's allowed_token_ids + min/max_tokens would shape the answer, but its log-probs are the raw
+            # (unconstrained) ones unless the engine runs with processed log-probs: unverified here, so refused.
+            raise NotImplementedError(
+                "the vLLM engine does not honour a head's TokenConstraint yet (the frame_seg head); use "
+                "rollout_backend hf or ray-hf for this head"
+            )
         self._wake()
         prompts, params = [], []
         for index, request in enumerate(requests):
@@ -248,6 +255,11 @@ class VLLMEngine(RolloutEngine):
         )
 
     def _checkpoint_weights(self, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if any("trainable_tokens" in name for name in weights):
+            raise NotImplementedError(
+                "the vLLM engine cannot serve peft's trainable tokens (a head's extra special tokens under LoRA); "
+                "use rollout_backend hf or ray-hf, or train without use_peft"
+            )
         if not is_lora_payload(weights):
             return {checkpoint_name(name): t for name, t in weights.items()}
         if self._lora_base is None:

@@ -22,11 +22,13 @@ from invert4tvg.rollout.base import (
     RolloutRequest,
     SamplingParams,
     StaleWeightsError,
+    TokenConstraint,
 )
 from invert4tvg.rollout.weights import PackedWeights, unpack_weights
 
-#: A request as it travels to a worker: (prompt, num_samples, request_id, index of its video argument or None).
-WireRequest = tuple[str, int, str, int | None]
+#: A request as it travels to a worker: (prompt, num_samples, request_id, index of its video argument or None,
+#: the head's decoding constraint or None).
+WireRequest = tuple[str, int, str, int | None, TokenConstraint | None]
 
 
 @dataclass
@@ -110,8 +112,10 @@ class RolloutWorker:
         # tensors, which must own writable memory.
         owned = [replace(v, frames=v.frames.copy()) if not v.frames.flags.writeable else v for v in videos]
         batch = [
-            RolloutRequest(prompt, owned[slot] if slot is not None else None, num_samples, request_id)
-            for prompt, num_samples, request_id, slot in requests
+            RolloutRequest(
+                prompt, owned[slot] if slot is not None else None, num_samples, request_id, constraint
+            )
+            for prompt, num_samples, request_id, slot, constraint in requests
         ]
         return self.engine.generate(batch, sampling)
 

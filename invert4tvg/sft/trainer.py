@@ -31,8 +31,6 @@ from rewards import nlp
 
 logger = logging.getLogger(__name__)
 
-INVERT_THINK = "The clip shows what happens in this event."
-
 
 def supervised_example(
     policy: Policy, record: GroundingRecord, instance: TaskInstance, video
@@ -43,9 +41,9 @@ def supervised_example(
         target = policy.tvg_target(record.query, record.start, record.end, record.duration)
     elif instance.task == "ar":
         start, end, _ = nlp.action_verb_spans([record.query])[0][0]  # "sneezing", not "begins"
-        target = policy.answer_target(record.query[start:end], INVERT_THINK)
+        target = policy.answer_target(record.query[start:end])
     else:
-        target = policy.answer_target(record.query.strip(), INVERT_THINK)
+        target = policy.answer_target(record.query.strip())
     return SupervisedExample(messages=instance.messages, video=video, target=target)
 
 
@@ -121,7 +119,9 @@ class SFTTrainer(TrainerBase):
                 continue
             inputs, labels = self.policy.supervised_batch(examples)
             inputs, labels = inputs.to(self.accelerator.device), labels.to(self.accelerator.device)
-            loss = self.policy.supervised_loss(self.model, inputs, labels)
+            loss, parts = self.policy.supervised_loss(
+                self.model, inputs, labels, epoch=self.stream.epoch_progress
+            )
             if not torch.isfinite(loss):
                 raise NonFiniteError(
                     f"non-finite SFT loss at step {self.step}; the run stops. Last good checkpoint: "
@@ -137,6 +137,7 @@ class SFTTrainer(TrainerBase):
             row = {
                 "epoch": round(self.stream.epoch_progress, 4),
                 "loss": loss.item(),
+                **parts,
                 "lr": self.scheduler.get_last_lr()[0],
                 "target_tokens": int((labels != -100).sum()),
                 "bad_videos": len(self.video_budget.failed),

@@ -1,9 +1,11 @@
 """Prompt templates of the four tasks, in one place, overridable from config.
 
-The three inversion prompts open with the seed paper's wording (sec. 2.2); the grounding prompt and the answer-format
-instructions are ours. Every prompt asks for ``<think>...</think>`` then ``<answer>...</answer>``, the layout the
-``format`` reward checks. Templates are ``str.format`` strings with the fields ``{query}``, ``{masked_query}`` and
-``{duration}`` (seconds, "%.2f"). Keep them short: every prompt token is paid for in every rollout.
+The three inversion prompts open with the seed paper's wording (sec. 2.2); the grounding prompt is ours. The
+inversion prompts ask for ``<think>...</think>`` then ``<answer>...</answer>``, the layout the ``format`` reward
+checks; the grounding prompt's answer instruction belongs to the policy's head (``Policy.answer_instruction``, e.g.
+"seconds with two decimals" for text timestamps, "frame indices 00-99" for VTimeLLM) and fills ``{answer_format}``.
+Templates are ``str.format`` strings with the fields ``{query}``, ``{masked_query}``, ``{duration}`` (seconds,
+"%.2f") and ``{answer_format}``. Keep them short: every prompt token is paid for in every rollout.
 """
 
 from __future__ import annotations
@@ -15,14 +17,10 @@ from typing import Any
 
 TASKS = ("tvg", "vc", "ar", "vd")
 INVERSION_TASKS = ("vc", "ar", "vd")
-FIELDS = frozenset({"query", "masked_query", "duration"})
+FIELDS = frozenset({"query", "masked_query", "duration", "answer_format"})
 
 _THINK = "Think inside <think></think>, then"
-TVG_PROMPT = (
-    "The video is {duration} seconds long. When does this event happen: '{query}'? "
-    f"{_THINK} give its start and end time in seconds with two decimals inside <answer></answer>, "
-    "like <answer>4.20 to 9.85</answer>."
-)
+TVG_PROMPT = "The video is {duration} seconds long. When does this event happen: '{query}'? {answer_format}"
 VC_PROMPT = (
     "Add a verb for the event '{masked_query}' based on the video. "
     f"{_THINK} write the completed sentence inside <answer></answer>."
@@ -38,13 +36,15 @@ VD_PROMPT = (
 
 @dataclass(frozen=True)
 class PromptTemplates:
-    """One template per task, plus an optional system message."""
+    """One template per task, plus an optional system message and the head's answer instruction (``None``: the
+    default head's, text timestamps)."""
 
     tvg: str = TVG_PROMPT
     vc: str = VC_PROMPT
     ar: str = AR_PROMPT
     vd: str = VD_PROMPT
     system: str | None = None
+    answer_format: str | None = None
 
     def __post_init__(self) -> None:
         for task in TASKS:
@@ -56,7 +56,7 @@ class PromptTemplates:
     def from_config(cls, config: Mapping[str, Any] | None) -> PromptTemplates:
         """Defaults overridden by the keys of ``config`` (tvg, vc, ar, vd, system); unknown keys raise."""
         config = dict(config or {})
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"answer_format"}  # the head's, not the prompt file's
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown prompt template(s) {unknown}; known: {sorted(known)}")
@@ -65,7 +65,18 @@ class PromptTemplates:
     def render(self, task: str, *, query: str, masked_query: str = "", duration: float = 0.0) -> str:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {TASKS}")
-        return getattr(self, task).format(query=query, masked_query=masked_query, duration=f"{duration:.2f}")
+        return getattr(self, task).format(
+            query=query,
+            masked_query=masked_query,
+            duration=f"{duration:.2f}",
+            answer_format=default_answer_format() if self.answer_format is None else self.answer_format,
+        )
+
+
+def default_answer_format() -> str:
+    from invert4tvg.policy.text_timestamps import TextTimestampPolicy
+
+    return TextTimestampPolicy.answer_instruction
 
 
 def _check_template(task: str, template: Any) -> None:
@@ -86,5 +97,6 @@ def template_corpus() -> list[str]:
     """The literal text of every default template (fields removed), e.g. to train a tokenizer on."""
     texts = []
     for template in (TVG_PROMPT, VC_PROMPT, AR_PROMPT, VD_PROMPT):
+        template = template.replace("{answer_format}", default_answer_format())
         texts.append("".join(literal for literal, *_ in string.Formatter().parse(template)))
     return texts

@@ -17,6 +17,7 @@ from invert4tvg.config import TrainingArguments
 from invert4tvg.policy.base import Policy
 from invert4tvg.training import checkpoint as ckpt
 from invert4tvg.training.optim import build_optimizer
+from invert4tvg.training.output_dir import save_final
 from invert4tvg.training.run_log import MetricsLog
 from invert4tvg.training.stops import RunInterrupted, StopSignals
 from invert4tvg.training.stream import BatchStream
@@ -90,7 +91,13 @@ class TrainerBase:
             self.scheduler,
             self.trainer_state(),
             self.args.save_total_limit,
+            head_config=self.policy.head_config(),
         )
+
+    def save_final(self) -> Path:
+        """``output_dir/final``: the trained model, its processor and its head's record (main process only)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return save_final(model, self.policy.processor, self.run_dir, self.step, self.policy.head_config())
 
     def resume(self, resume: str) -> None:
         """Restore weights, optimizer, schedule, RNG, data position and the subclass's state; metric rows logged

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from invert4tvg.policy.base import HEAD_FILE
 from invert4tvg.training.guards import check_parameters, disk_guard
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,10 @@ def save_checkpoint(
     scheduler,
     trainer_state: dict[str, Any],
     save_total_limit: int | None = None,
+    head_config: dict[str, Any] | None = None,
 ) -> Path:
+    """``run_dir/checkpoints/step_N``: weights (+ the head's record, ``head_config``), optimizer, scheduler,
+    trainer state and every process's RNG; written to a temporary name and renamed when complete."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{step}"
     tmp = root / f".step_{step}.tmp"
@@ -100,6 +104,8 @@ def save_checkpoint(
         if accelerator.is_main_process:
             unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
             processor.save_pretrained(tmp / "model")
+            if head_config is not None:
+                (tmp / "model" / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             (tmp / "trainer_state.json").write_text(

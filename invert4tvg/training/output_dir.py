@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from invert4tvg.policy.base import HEAD_FILE
 from invert4tvg.training import checkpoint as ckpt
 from invert4tvg.training.guards import check_parameters, disk_guard
 
@@ -162,8 +163,11 @@ def check_resume_config(old: dict[str, Any] | None, new: dict[str, Any], path: P
         logger.info("resuming with changed settings (applied from here on): %s", "; ".join(allowed))
 
 
-def save_final(model: Any, processor: Any, out: str | Path, step: int) -> Path:
-    """Write ``OUT/final`` atomically: into ``OUT/.final.tmp``, then renamed (the old one goes only after)."""
+def save_final(
+    model: Any, processor: Any, out: str | Path, step: int, head_config: dict[str, Any] | None = None
+) -> Path:
+    """Write ``OUT/final`` atomically: into ``OUT/.final.tmp``, then renamed (the old one goes only after).
+    ``head_config`` (``Policy.head_config()``) is recorded so that loading ``final/`` needs no head option."""
     out = Path(out)
     final, tmp, old = out / "final", out / ".final.tmp", out / ".final.old"
     check_parameters(model, step, out, what="before saving final/ at step")
@@ -171,6 +175,8 @@ def save_final(model: Any, processor: Any, out: str | Path, step: int) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
+        if head_config is not None:
+            (tmp / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)
