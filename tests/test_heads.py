@@ -222,7 +222,9 @@ if "pred_span_spy" not in rewards.available():
 
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_two_grpo_steps_score_the_decoded_span(head, tiny_bench, tiny_model_dir, tmp_path):
-    from run_fixtures import grpo_args, load_recipe, small_train
+    from run_fixtures import grpo_args, small_train
+
+    from invert4tvg.workflows.recipe_loader import load_recipe
 
     SEEN.clear()
     out = tmp_path / "run"
@@ -253,9 +255,10 @@ def test_two_grpo_steps_score_the_decoded_span(head, tiny_bench, tiny_model_dir,
 
 @pytest.mark.parametrize("head", ["vtimellm", "frame_seg"])
 def test_sft_warm_start_then_eval_needs_no_head_flag(head, tiny_bench, tiny_model_dir, tmp_path):
-    from run_fixtures import load_recipe, small_train
+    from run_fixtures import small_train
 
     from invert4tvg.cli import main as cli
+    from invert4tvg.workflows.recipe_loader import load_recipe
 
     out = tmp_path / "sft"
     load_recipe("sft_warmstart").main(

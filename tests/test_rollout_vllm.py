@@ -287,7 +287,9 @@ def test_grpo_recipe_on_the_vllm_backend_logs_the_sampling_gap(tiny_bench, tiny_
     engine's log-probabilities match the trainer's (fp32, same weights), so the gap is small and the ratios near 1."""
     import json
 
-    from test_grpo_training import load_recipe, recipe_args, subset
+    from test_grpo_training import recipe_args, subset
+
+    from invert4tvg.workflows.recipe_loader import load_recipe
 
     train = subset(tiny_bench, tmp_path / "train4.json", 4)
     out = tmp_path / "run"
