@@ -281,7 +281,7 @@ class GRPOArguments(TrainingArguments):
         default=False, metadata={"help": "Leave completions cut at max_completion_length out of the loss."}
     )
     shared_prefix: bool = field(
-        default=False,
+        default=True,
         metadata={
             "help": "Old-policy, reference and current passes put each prompt (and its video) once per group, "
             "followed by its G completions, under an attention mask; same loss as the repeated layout, the prompt "

@@ -209,3 +209,13 @@ def test_a_grpo_step_is_the_same_with_and_without_shared_prefix(
     assert len(shared_grads) == len(repeated_grads) == 2
     for got, expected in zip(shared_grads, repeated_grads):
         assert_grads_close(got, expected)
+
+
+def test_shared_prefix_refuses_attention_that_takes_no_mask():
+    from types import SimpleNamespace
+
+    from invert4tvg.training.shared_prefix import check_attention
+
+    with pytest.raises(ValueError, match="shared_prefix: false"):
+        check_attention(SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")))
+    assert check_attention(SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"))) == "sdpa"

@@ -28,7 +28,7 @@ from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
 from invert4tvg.training.base import TrainerBase
 from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
-from invert4tvg.training.shared_prefix import micro_batches, shared_prefix_batch
+from invert4tvg.training.shared_prefix import check_attention, micro_batches, shared_prefix_batch
 from invert4tvg.training.stops import StopSignals
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class GRPOTrainer(TrainerBase):
         )
         self.counters: dict[str, int] = {"parse_failures": 0, "zero_std_groups": 0, "skipped_steps": 0}
         modelprep.check_master_weights(policy.model)
+        if args.shared_prefix:
+            check_attention(policy.model)  # before any rollout, not at the first update
         if args.disable_dropout:
             modelprep.disable_dropout(policy.model)
         # The reference copy is taken before accelerator.prepare wraps the model.

@@ -132,12 +132,7 @@ def shared_prefix_batch(
     """Regroup a repeated-layout batch (the G rows of a group consecutive, same prompt) into the shared layout.
     ``model`` supplies the mrope position rule and the attention implementation (the mask's form)."""
     inner = getattr(model, "module", model)  # DDP
-    attention = getattr(inner.config, "_attn_implementation", "sdpa") or "sdpa"
-    if attention not in MASKABLE_ATTENTION:
-        raise ValueError(
-            f"shared_prefix needs an attention implementation that takes a 4-D mask ({MASKABLE_ATTENTION}), the "
-            f"model uses {attention!r}; set shared_prefix: false"
-        )
+    attention = check_attention(inner)
     if len(batch) % num_generations:
         raise ValueError(f"{len(batch)} rows cannot be split into groups of {num_generations}")
     width = batch.completion_ids.shape[1]
@@ -157,6 +152,17 @@ def shared_prefix_batch(
     return SharedPrefixBatch(
         prompts, position_ids, batch.completion_ids, batch.completion_mask, num_generations, mask_dtype
     )
+
+
+def check_attention(model: torch.nn.Module) -> str:
+    """The model's attention implementation, if it takes the shared-prefix mask; a ValueError otherwise."""
+    attention = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
+    if attention not in MASKABLE_ATTENTION:
+        raise ValueError(
+            f"shared_prefix needs an attention implementation that takes a 4-D mask ({MASKABLE_ATTENTION}), the "
+            f"model uses {attention!r}: set attn_implementation: sdpa, or shared_prefix: false"
+        )
+    return attention
 
 
 def _prompt_positions(model: torch.nn.Module, prompts: BatchFeature) -> torch.Tensor:
