@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from accelerate import Accelerator
+from test_grpo_models import make_trainer
 
-from invert4tvg.config import GRPOArguments, ModelArguments
+from invert4tvg.config import ModelArguments
 from invert4tvg.data.formats import load_records
 from invert4tvg.data.video import decode_video
 from invert4tvg.grpo.loss import LOSS_TYPES
-from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.rollout.base import Completion
-from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.tasks import TaskSampler
 from invert4tvg.training.logprobs import token_logprobs
 from invert4tvg.training.shared_prefix import micro_batches, shared_prefix_batch
@@ -155,33 +153,11 @@ def test_shared_prefix_without_video_equals_the_repeated_layout(policy):
 
 
 def grpo_step(tiny_model_dir, tiny_bench, tiny_sampling, tmp_path, **overrides):
-    """One GRPO step from the same weights, data and sampling seed; its metrics and the updated weights."""
+    """One GRPO step from the same weights, data and sampling seed; its metrics and the gradients of its updates."""
     policy = load_policy(ModelArguments(model_name_or_path=str(tiny_model_dir), freeze_vision_tower=False))
-    records = load_records("tvg-json", tiny_bench / "train.json", video_dir=tiny_bench / "videos").records[:4]
-    sampler = TaskSampler(p=1.0, seed=0)
-    options = dict(
-        output_dir=str(tmp_path / f"run-{overrides['shared_prefix']}"),
-        num_generations=4,
-        beta=0.04,
-        num_iterations=2,
-        max_completion_length=6,
-        per_device_train_batch_size=2,
-        logprob_batch_size=4,
-        max_steps=1,
-        report_to=[],
-        seed=0,
-        **overrides,
-    )
-    trainer = GRPOTrainer(
-        policy,
-        HFEngine(policy.model, policy.processor),
-        lambda completions, **columns: ([len(set(c)) / 10 for c in completions], {}),
-        sampler,
-        lambda recs, tasks: sampler.make_instances(recs, tasks, sampling=tiny_sampling),
-        records,
-        GRPOArguments(**options),
-        Accelerator(cpu=True),
-    )
+    options = dict(num_generations=4, num_iterations=2, logprob_batch_size=4, max_steps=1)
+    run = tmp_path / f"shared-{overrides['shared_prefix']}"
+    trainer = make_trainer(policy, tiny_bench, tiny_sampling, run, **options, **overrides)
     seen: list[dict[str, torch.Tensor]] = []  # the gradients of each update, read just before it is applied
     step = trainer.optimizer.step
 
