@@ -3,8 +3,8 @@
 The tiny model, one prompt with a 32-frame 224x224 video (1,024 visual tokens) and G = 8 completions of 48 to 96
 tokens. Times the old-policy and reference passes (no grad) and the update pass (forward + backward) in both layouts,
 interleaved in one run (median of ``REPEATS``), then, each in a fresh process, the peak memory of the log-prob pass
-with the tiny model's LM head widened to Qwen2.5-VL's 151,936-token vocabulary: full-vocabulary logits for the
-micro-batch (the computation before invert4tvg.training.logprobs) vs chunked log-probs. Run through
+with the tiny model's LM head widened to Qwen2.5-VL's 151,936-token vocabulary and completions of 256 to 320 tokens:
+full-vocabulary logits for the micro-batch (the computation before invert4tvg.training.logprobs) vs chunked log-probs. Run through
 ``python benchmarks/grpo_step.py --video-heavy``.
 """
 
@@ -35,9 +35,10 @@ GROUP = 8
 FRAMES, SIDE = 32, 224  # 16 temporal patches x (224 / 28)^2 merged tokens = 1,024 visual tokens
 REPEATS = 3
 QWEN_VOCAB = 151_936
+MEMORY_LENGTHS = (256, 320)  # completions of the memory measurement: 8 x 320 positions, 1.5 GB of fp32 logits
 
 
-def build_batch(policy, seed: int = 0):
+def build_batch(policy, lengths: tuple[int, int] = (48, 96), seed: int = 0):
     rng = np.random.default_rng(seed)
     video = DecodedVideo(
         frames=rng.integers(0, 256, (FRAMES, SIDE, SIDE, 3), dtype=np.uint8),
@@ -59,8 +60,8 @@ def build_batch(policy, seed: int = 0):
     request = policy.rollout_request(messages, video, GROUP)
     suppress = set(policy.suppress_ids.tolist())
     allowed = [i for i in range(3, len(policy.processor.tokenizer)) if i not in suppress]
-    lengths = rng.integers(48, 97, GROUP)
-    completions = [[Completion(rng.choice(allowed, n).tolist(), "", [0.0] * n, "stop", 0) for n in lengths]]
+    sizes = rng.integers(lengths[0], lengths[1] + 1, GROUP)
+    completions = [[Completion(rng.choice(allowed, n).tolist(), "", [0.0] * n, "stop", 0) for n in sizes]]
     return policy.sequence_batch([request], completions)
 
 
@@ -101,21 +102,24 @@ def time_passes(policy, batches: dict) -> dict[str, dict[str, float]]:
 
 
 def _peak_memory(model_dir: str, method: str, grad: bool, queue) -> None:
-    """In a fresh process: the RSS growth (MiB) at the peak of one log-prob pass."""
+    """In a fresh process: how far one log-prob pass (with its backward when ``grad``) raises the RSS, in MiB."""
     torch.set_num_threads(1)
     policy = load_policy(ModelArguments(model_name_or_path=model_dir, freeze_vision_tower=False))
     policy.model.resize_token_embeddings(QWEN_VOCAB)
-    batch = build_batch(policy)
-    with torch.set_grad_enabled(grad):
-        (policy.completion_logprobs if method == "chunked" else full_logits_logprobs)(policy.model, batch)
+    batch = build_batch(policy, MEMORY_LENGTHS)
     before = _rss_mib()
-    with torch.set_grad_enabled(grad):
-        logps = (policy.completion_logprobs if method == "chunked" else full_logits_logprobs)(
-            policy.model, batch
-        )
-        if grad:
-            logps.sum().backward()
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+    try:
+        with torch.set_grad_enabled(grad):
+            if method == "chunked":
+                logps = policy.completion_logprobs(policy.model, batch)
+            else:
+                logps = full_logits_logprobs(policy, policy.model, batch)
+            if grad:
+                logps.sum().backward()
+        queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+    except BaseException:
+        queue.put(float("nan"))
+        raise
 
 
 def _rss_mib() -> float:
@@ -162,7 +166,7 @@ def main(json_path: str | None = None) -> None:
         }
         | {"all": sum(times["repeated"].values()) / sum(times["shared"].values())},
         "peak_mib": memory,
-        "full_logits_mib": GROUP * width * QWEN_VOCAB * 4 / 2**20,
+        "full_logits_mib": GROUP * MEMORY_LENGTHS[1] * QWEN_VOCAB * 4 / 2**20,
     }
     print(
         f"one group: {visual} visual tokens, prompt {prompt_len} tokens, G = {GROUP}, completions padded to {width}"
