@@ -195,3 +195,37 @@ def test_shared_prefix_refuses_attention_that_takes_no_mask():
     with pytest.raises(ValueError, match="shared_prefix: false"):
         check_attention(SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")))
     assert check_attention(SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"))) == "sdpa"
+
+
+def test_rollouts_from_one_prefill_per_prompt_match_the_repeated_path(policy, requests, monkeypatch):
+    from invert4tvg.rollout import hf
+    from invert4tvg.rollout.base import SamplingParams
+    from invert4tvg.rollout.hf import HFEngine
+
+    prefills, original = [], hf.shared_prefill
+
+    def spy(model, inputs, counts):
+        prefills.append(original(model, inputs, counts))
+        return prefills[-1]
+
+    monkeypatch.setattr(hf, "shared_prefill", spy)
+    batch = [type(r)(r.prompt, r.video, 3, r.request_id) for r in requests]
+    sampling = SamplingParams(temperature=1.0, max_tokens=8, seed=0)
+    shared = HFEngine(policy.model, policy.processor).generate(batch, sampling)
+    assert (
+        len(prefills) == 1 and prefills[0]["past_key_values"].get_seq_length() > 0
+    )  # one prefill, 3 prompts
+    repeated = HFEngine(policy.model, policy.processor, shared_prefill=False).generate(batch, sampling)
+    for group_a, group_b in zip(shared, repeated):
+        for a, b in zip(group_a, group_b):
+            assert a.token_ids == b.token_ids
+            assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    # ... and the trainer scores the sampled tokens as the engine did.
+    sequences = policy.sequence_batch(batch, shared)
+    with torch.no_grad():
+        scored = policy.completion_logprobs(policy.model, sequences)
+    engine = torch.zeros_like(scored)
+    for row, completion in enumerate(c for group in shared for c in group):
+        engine[row, : len(completion.logprobs)] = torch.tensor(completion.logprobs)
+    mask = sequences.completion_mask.bool()
+    assert torch.allclose(scored[mask], engine[mask], atol=1e-5)
