@@ -2,9 +2,11 @@
 
 Runs the real recipe (recipes/grpo_qwen25vl.py with tiny_cpu.yaml) for a few steps on a small synthetic benchmark and
 reads the per-step time split from the run's metrics.jsonl. The first step is reported apart (decoding cold, caches
-empty). Usage:
+empty). ``--video-heavy`` instead times the old-policy, reference and update passes of one video-heavy group
+(benchmarks/grpo_passes.py): shared prefix vs repeated prompts, and the log-prob pass's peak memory. Usage:
 
     python benchmarks/grpo_step.py [--steps 12] [--backend hf] [--workers 2] [--json out.json]
+    python benchmarks/grpo_step.py --video-heavy [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ def main() -> None:
     parser.add_argument("--backend", default="hf")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--video-heavy", action="store_true", help="time the passes of one video-heavy group")
     args = parser.parse_args()
+    if args.video_heavy:
+        from grpo_passes import main as passes
+
+        return passes(args.json)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -299,6 +299,15 @@ class GRPOArguments(TrainingArguments):
     mask_truncated_completions: bool = field(
         default=False, metadata={"help": "Leave completions cut at max_completion_length out of the loss."}
     )
+    shared_prefix: bool = field(
+        default=True,
+        metadata={
+            "help": "Old-policy, reference and current passes put each prompt (and its video) once per group, "
+            "followed by its G completions, under an attention mask; same loss as the repeated layout, the prompt "
+            "computed once instead of G times. Needs attn_implementation sdpa or eager; micro-batches then hold "
+            "whole groups (logprob_batch_size // num_generations, at least one)."
+        },
+    )
     disable_dropout: bool = field(
         default=True,
         metadata={"help": "TRL's default: no dropout in RL, so the old, reference and current passes agree."},

@@ -19,6 +19,7 @@ from invert4tvg.grpo.loss import LossConfig, grpo_loss
 from invert4tvg.grpo.reward_set import RewardSet
 from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy
+from invert4tvg.policy.processing import select_inputs
 from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.tasks import TaskSampler
 from invert4tvg.workflows.recipe_loader import load_recipe
@@ -228,7 +229,9 @@ def test_video_tensors_reach_old_reference_and_current_passes(
     update = trainer._update
 
     def spy(rollouts, advantages):
-        captured["pixels"] = rollouts.batch.inputs["pixel_values_videos"].clone()
+        # shared_prefix (the default): each group's video once, i.e. the pixels of the first row of every group
+        first_rows = range(0, len(rollouts.batch), args.num_generations)
+        captured["pixels"] = select_inputs(rollouts.batch.inputs, first_rows)["pixel_values_videos"].clone()
         calls.calls.clear()  # keep only the passes of the update, not generation
         return update(rollouts, advantages)
 

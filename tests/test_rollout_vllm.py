@@ -154,6 +154,7 @@ def test_sleep_mode_wakes_only_the_weights_to_load_them(model_args, policy, vide
     options = engine_options(_grpo_args(rollout_backend="vllm", vllm_enforce_eager=True))
     engine = _engine(model_args, **options)
     assert engine.llm.kwargs["enable_sleep_mode"] and engine.llm.asleep == {"weights", "kv_cache"}
+    assert engine.llm.kwargs["enable_prefix_caching"]  # a group's samples share their prompt's prefill
     woken = []
     wake_up = engine.llm.wake_up
     engine.llm.wake_up = lambda tags=None: woken.append(tags) or wake_up(tags)

@@ -28,6 +28,7 @@ from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
 from invert4tvg.training.base import TrainerBase
 from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
+from invert4tvg.training.shared_prefix import check_attention, micro_batches, shared_prefix_batch
 from invert4tvg.training.stops import StopSignals
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class GRPOTrainer(TrainerBase):
         )
         self.counters: dict[str, int] = {"parse_failures": 0, "zero_std_groups": 0, "skipped_steps": 0}
         modelprep.check_master_weights(policy.model)
+        if args.shared_prefix:
+            check_attention(policy.model)  # before any rollout, not at the first update
         if args.disable_dropout:
             modelprep.disable_dropout(policy.model)
         # The reference copy is taken before accelerator.prepare wraps the model.
@@ -241,15 +244,16 @@ class GRPOTrainer(TrainerBase):
         if self.args.mask_truncated_completions:
             mask = mask * (~rollouts.truncated.to(device)).float().unsqueeze(-1)
         advantages = advantages.to(device)
-        micro = [
-            list(range(i, min(i + self.args.logprob_batch_size, len(batch))))
-            for i in range(0, len(batch), self.args.logprob_batch_size)
-        ]
         t0 = time.perf_counter()
         # One mode for every pass (the engine may have left eval mode), and the no-grad passes go through the
         # unwrapped model: a DDP forward runs collectives that every process would have to match.
         self.model.train()
         unwrapped = self.accelerator.unwrap_model(self.model)
+        group = 1
+        if self.args.shared_prefix:  # one row per group: its prompt and video once, then the G completions
+            group = self.args.num_generations
+            batch = shared_prefix_batch(batch, group, unwrapped)
+        micro = micro_batches(len(batch), self.args.logprob_batch_size, group)
         old_logps = self._logprobs_no_grad(unwrapped, batch, micro) if self.args.num_iterations > 1 else None
         ref_logps = None
         if self.args.beta != 0.0:

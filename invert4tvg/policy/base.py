@@ -24,6 +24,7 @@ from transformers import BatchFeature
 from invert4tvg.data.frames import DecodedVideo
 from invert4tvg.policy.processing import processor_inputs, render_prompt, select_inputs, vision_token_ids
 from invert4tvg.rollout.base import Completion, RolloutRequest, TokenConstraint
+from invert4tvg.training.logprobs import constrained_logprobs, hidden_states_at, token_logprobs
 
 # Written next to every saved model (final/, checkpoints' model/): which head decodes it, with its options.
 HEAD_FILE = "invert4tvg_head.json"
@@ -46,6 +47,12 @@ class SequenceBatch:
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]
+
+    def logit_positions(self) -> torch.Tensor:
+        """Positions whose next-token logits score the completion: the last prompt token, then all but the last
+        completion token (the same in every row: prompts are left-padded)."""
+        length, width = self.inputs["input_ids"].shape[1], self.completion_ids.shape[1]
+        return torch.arange(length - width - 1, length - 1)
 
     def select(self, rows: Sequence[int]) -> SequenceBatch:
         index = list(rows)
@@ -159,22 +166,24 @@ class Policy(ABC):
 
         Logits are divided by ``temperature``, vision tokens are excluded and rows generated under a
         :class:`TokenConstraint` are held to it, matching the distribution rollouts sample from: the policy GRPO
-        trains is the constrained one.
+        trains is the constrained one. ``batch`` may also be a
+        :class:`~invert4tvg.training.shared_prefix.SharedPrefixBatch` (each prompt once, then its G completions);
+        full-vocabulary logits are never held for the whole micro-batch (:mod:`invert4tvg.training.logprobs`).
         """
-        width = batch.completion_ids.shape[1]
-        outputs = model(**batch.inputs, logits_to_keep=width + 1, use_cache=False)
-        logits = outputs.logits[:, :-1, :].float()
-        if temperature not in (0.0, 1.0):
-            logits = logits / temperature
-        if len(self.suppress_ids):
-            logits[..., self.suppress_ids.to(logits.device)] = float("-inf")
-        for row, constraint in enumerate(batch.constraints or ()):
+        positions = batch.logit_positions().to(batch.completion_ids.device)
+        hidden, head = hidden_states_at(model, batch.inputs, positions)
+        hidden = hidden.reshape(*batch.completion_ids.shape, hidden.shape[-1])
+        logprobs = token_logprobs(head, hidden, batch.completion_ids, temperature, self.suppress_ids)
+        if not any(batch.constraints or ()):
+            return logprobs
+        # Constrained rows (short fixed-format answers) are recomputed with their mask over the vocabulary.
+        rows = list(logprobs.unbind(0))
+        for row, constraint in enumerate(batch.constraints):
             if constraint is not None:
-                logits[row] = logits[row].masked_fill(
-                    ~constraint.allowed_mask(width, logits.shape[-1]).to(logits.device), float("-inf")
+                rows[row] = constrained_logprobs(
+                    head, hidden[row], batch.completion_ids[row], constraint, temperature, self.suppress_ids
                 )
-        chosen = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
-        return chosen - torch.logsumexp(logits, dim=-1)
+        return torch.stack(rows)
 
     # -- head-specific hooks --------------------------------------------------------------------------------
     @abstractmethod

@@ -1,8 +1,7 @@
 """In-process rollouts with transformers ``generate``: batched, left-padded, vision placeholders suppressed.
 
 Used where there is no vLLM (CPU machines, tests, the demo) and inside Ray actors (``backend: ray-hf``). The video of
-a request is processed once and its tensors are repeated for the request's samples, instead of re-running the
-processor per sample.
+a request is processed once, and a video prompt is prefilled once for all of its samples (``rollout/prefill.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from invert4tvg.rollout.base import (
     TokenConstraint,
     check_room,
 )
+from invert4tvg.rollout.prefill import shared_prefill
 
 
 class _SampledTokenLogprobs(LogitsProcessor):
@@ -86,8 +86,10 @@ class HFEngine(RolloutEngine):
         processor,
         max_batch_sequences: int = 64,
         shares_model: bool = True,
+        shared_prefill: bool = True,
     ) -> None:
         self.model = model
+        self.shared_prefill = shared_prefill  # False: prompts repeated per sample (kept to compare against)
         self.processor = processor
         self.max_batch_sequences = max_batch_sequences
         self.shares_model = shares_model
@@ -126,7 +128,7 @@ class HFEngine(RolloutEngine):
         if videos and len(videos) != len(requests):
             raise ValueError("a generate call mixes requests with and without video; split them")
         inputs = processor_inputs(self.processor, [r.prompt for r in requests], videos or None)
-        inputs = repeat_inputs(inputs, [r.num_samples for r in requests])
+        counts = [r.num_samples for r in requests]
         device = next(self.model.parameters()).device
         inputs = inputs.to(device)
         recorder = _SampledTokenLogprobs()
@@ -153,8 +155,9 @@ class HFEngine(RolloutEngine):
             # Every sampling knob is explicit: released Qwen2.5-VL generation configs carry top_k=1, top_p=0.001 and
             # repetition_penalty=1.05, which would otherwise leak into rollouts that the trainer scores without them.
             knobs = {"temperature": 1.0, "top_p": 1.0, "top_k": 0} if not greedy else {}
+            start = shared_prefill(self.model, inputs, counts) if self.shared_prefill else None
             output = self.model.generate(
-                **inputs,
+                **(start or repeat_inputs(inputs, counts)),
                 do_sample=not greedy,
                 **knobs,
                 repetition_penalty=1.0,

@@ -141,7 +141,9 @@ class VLLMEngine(RolloutEngine):
             mm_processor_cache_gb=0,
             logprobs_mode="processed_logprobs",
             worker_extension_cls="invert4tvg.rollout.vllm_worker.WeightLoaderExtension",
-            **llm_kwargs,
+            # A request's G samples share one prefill (vLLM forks parallel samples after it); prefix caching also
+            # serves a prompt and video seen again under the same weights, keyed by the items' timing-bearing ids.
+            **{"enable_prefix_caching": True, **llm_kwargs},
         )
         generation = self.llm.llm_engine.model_config.hf_config
         eos = getattr(getattr(generation, "text_config", generation), "eos_token_id", None)
