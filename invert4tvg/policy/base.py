@@ -173,15 +173,21 @@ class Policy(ABC):
         positions = batch.logit_positions().to(batch.completion_ids.device)
         hidden, head = hidden_states_at(model, batch.inputs, positions)
         hidden = hidden.reshape(*batch.completion_ids.shape, hidden.shape[-1])
-        logprobs = token_logprobs(head, hidden, batch.completion_ids, temperature, self.suppress_ids)
+        ids = batch.completion_ids
         if not any(batch.constraints or ()):
-            return logprobs
-        # Constrained rows (short fixed-format answers) are recomputed with their mask over the vocabulary.
-        rows = list(logprobs.unbind(0))
-        for row, constraint in enumerate(batch.constraints):
+            return token_logprobs(head, hidden, ids, temperature, self.suppress_ids)
+        # Constrained rows (short fixed-format answers) take their mask over the vocabulary; the rest are chunked.
+        rows: list[torch.Tensor | None] = [None] * len(ids)
+        free = [i for i, c in enumerate(batch.constraints) if c is None]
+        if free:
+            for i, row in zip(
+                free, token_logprobs(head, hidden[free], ids[free], temperature, self.suppress_ids)
+            ):
+                rows[i] = row
+        for i, constraint in enumerate(batch.constraints):
             if constraint is not None:
-                rows[row] = constrained_logprobs(
-                    head, hidden[row], batch.completion_ids[row], constraint, temperature, self.suppress_ids
+                rows[i] = constrained_logprobs(
+                    head, hidden[i], ids[i], constraint, temperature, self.suppress_ids
                 )
         return torch.stack(rows)
 
