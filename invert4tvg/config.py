@@ -24,7 +24,7 @@ class ModelArguments:
     head: str | None = field(
         default=None,
         metadata={
-            "help": "Grounding head: text_timestamps | vtimellm | frame_seg (docs/heads.md). None: the head the "
+            "help": "Grounding head: text_timestamps | vtimellm | frame_seg | loc | meco (docs/heads.md). None: the head the "
             "model was saved with (invert4tvg_head.json), else text_timestamps."
         },
     )
@@ -39,6 +39,19 @@ class ModelArguments:
         metadata={
             "help": "frame_seg: epochs over which the SFT loss weights move from LM only to (0.2, 0.2667, 0.2667, "
             "0.2667) for (LM, BCE, Tversky, Dice). None: saved, else 6 (the paper's)."
+        },
+    )
+    head_width: int | None = field(
+        default=None,
+        metadata={
+            "help": "loc, meco: channels of the head's module (convolutions, shared space). None: saved, else 256."
+        },
+    )
+    head_loss_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "loc: SFT weights of (BCE, smooth-L1, GIoU), default (2, 5, 2) as VideoExpert's code; meco: of "
+            "L_ST, default 1. The LM loss has weight 1. None: saved, else the default."
         },
     )
     dtype: str = field(

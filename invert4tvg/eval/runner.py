@@ -21,7 +21,7 @@ from invert4tvg.data.frames import VideoSampling
 from invert4tvg.data.records import GroundingRecord
 from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
 from invert4tvg.eval.metrics import PARSERS, grounding_metrics, metrics_from_predictions, score_output
-from invert4tvg.policy.base import Policy
+from invert4tvg.policy.base import Decoded, Policy
 from invert4tvg.rollout.base import Completion, RolloutEngine, SamplingParams
 from invert4tvg.tasks import NoVerbError, PromptTemplates, TaskInstance, TaskUnavailable, build_task_instance
 
@@ -40,9 +40,11 @@ def _generate(
     desc: str,
     skipped: dict[str, str],
     progress: bool,
+    decoded: dict[str, Decoded | None] | None = None,
 ) -> dict[str, Completion]:
     """Generate one completion per instance; returns record id -> completion. Unreadable videos are skipped
-    and recorded in ``skipped`` (path -> reason)."""
+    and recorded in ``skipped`` (path -> reason). With ``decoded`` (grounding), the head's reading of each
+    completion goes there (record id -> span or None), decoded while the chunk's videos are in memory."""
     outputs: dict[str, Completion] = {}
     bar = tqdm(total=len(instances), desc=desc, disable=not progress, leave=False)
     for start in range(0, len(instances), batch_size):
@@ -57,8 +59,13 @@ def _generate(
             requests = [
                 policy.rollout_request(i.messages, v, 1, i.record_id, i.task) for i, v in zip(chunk, videos)
             ]
-            for inst, group in zip(chunk, engine.generate(requests, sampling)):
+            groups = engine.generate(requests, sampling)
+            for inst, group in zip(chunk, groups):
                 outputs[inst.record_id] = group[0]
+            if decoded is not None:
+                durations = [float(i.columns["duration"]) for i in chunk]
+                for inst, found in zip(chunk, policy.decode_completions(requests, groups, durations)):
+                    decoded[inst.record_id] = found[0]
         bar.update(len(instances[start : start + batch_size]))
     bar.close()
     return outputs
@@ -100,7 +107,10 @@ def evaluate(
     sampling = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
     skipped: dict[str, str] = {}
     tvg = [build_task_instance(r, "tvg", video_sampling, templates) for r in records]
-    answers = _generate(policy, engine, tvg, sampling, frame_cache, batch_size, "eval tvg", skipped, progress)
+    decoded: dict[str, Decoded | None] = {}
+    answers = _generate(
+        policy, engine, tvg, sampling, frame_cache, batch_size, "eval tvg", skipped, progress, decoded
+    )
 
     by_task: dict[str, dict[str, dict[str, Any]]] = {}
     unavailable: dict[str, int] = {}
@@ -137,10 +147,10 @@ def evaluate(
         gt = (record.start, record.end)
         saliency = None
         if parser == "answer":
-            decoded = policy.decode(answers[record.id], record.duration)
-            pred = None if decoded is None else decoded.span
+            found = decoded[record.id]
+            pred = None if found is None else found.span
             iou = 0.0 if pred is None else rewards.temporal_iou(pred, gt)
-            saliency = None if decoded is None else decoded.saliency
+            saliency = None if found is None else found.saliency
         else:
             pred, iou = score_output(answers[record.id].text, gt, parser)
         row = {

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from invert4tvg.policy.base import Policy, SequenceBatch
-from invert4tvg.rollout.base import Completion, RolloutEngine, SamplingParams
+from invert4tvg.rollout.base import Completion, RolloutEngine, RolloutRequest, SamplingParams
 from invert4tvg.tasks import TaskInstance, reward_columns
 
 
@@ -33,17 +33,28 @@ class Rollouts:
 
 
 def decoded_columns(
-    policy: Policy, completions: Sequence[Completion], tasks: Sequence[str], durations: Sequence[float]
+    policy: Policy,
+    requests: Sequence[RolloutRequest],
+    completions: Sequence[Sequence[Completion]],
+    instances: Sequence[TaskInstance],
 ) -> dict[str, list[Any]]:
     """The head's reading of each grounding completion, as reward columns: ``pred_span`` ([start, end] seconds,
     None when it does not parse), ``pred_saliency`` and ``pred_mask`` (per-frame foreground probability and 0/1
     decision, None for heads without frames). Rewards and step metrics read these instead of parsing text."""
+    grounding = [i for i, inst in enumerate(instances) if inst.task == "tvg"]
+    decoded = policy.decode_completions(
+        [requests[i] for i in grounding],
+        [completions[i] for i in grounding],
+        [float(instances[i].columns["duration"]) for i in grounding],
+    )
+    by_request = dict(zip(grounding, decoded))
     columns: dict[str, list[Any]] = {"pred_span": [], "pred_saliency": [], "pred_mask": []}
-    for completion, task, duration in zip(completions, tasks, durations):
-        decoded = policy.decode(completion, float(duration)) if task == "tvg" else None
-        columns["pred_span"].append(None if decoded is None else list(decoded.span))
-        columns["pred_saliency"].append(None if decoded is None else decoded.saliency)
-        columns["pred_mask"].append(None if decoded is None else decoded.mask)
+    for i, group in enumerate(completions):
+        for k in range(len(group)):
+            found = by_request[i][k] if i in by_request else None
+            columns["pred_span"].append(None if found is None else list(found.span))
+            columns["pred_saliency"].append(None if found is None else found.saliency)
+            columns["pred_mask"].append(None if found is None else found.mask)
     return columns
 
 
@@ -70,7 +81,7 @@ def rollouts_from_videos(
     t0 = time.perf_counter()
     flat = [c for group in completions for c in group]
     columns = reward_columns(instances, num_generations)
-    columns.update(decoded_columns(policy, flat, columns["task"], columns["duration"]))
+    columns.update(decoded_columns(policy, requests, completions, instances))
     totals, components = score([c.text for c in flat], **columns)
     rewards = torch.tensor([math.nan if s is None else float(s) for s in totals], dtype=torch.float32)
     timings["time/reward"] = time.perf_counter() - t0

@@ -23,6 +23,7 @@ from invert4tvg.grpo.experience import Rollouts, rollouts_from_videos
 from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
 from invert4tvg.grpo.metrics import gather_for_metrics, step_metrics
 from invert4tvg.grpo.sampling_correction import SamplingCorrection
+from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
@@ -82,14 +83,14 @@ class GRPOTrainer(TrainerBase):
         if args.disable_dropout:
             modelprep.disable_dropout(policy.model)
         # The reference copy is taken before accelerator.prepare wraps the model.
+        # A head's own module (loc, meco) reads the span; the policy gradient reaches only the text tokens, so
+        # the module keeps its warm-start weights in RL (docs/heads.md).
+        head = head_modules.get(policy.model)
+        if head is not None:
+            head.requires_grad_(False)
         self.ref_model = modelprep.build_reference(policy.model, accelerator) if args.beta != 0.0 else None
         self.prepare(updates_per_step=args.num_iterations)
-        for module in policy.trainable_extra_modules().values():
-            module.to(accelerator.device)
-        modelprep.check_devices(
-            accelerator.device,
-            {"policy": policy.model, "reference": self.ref_model, **policy.trainable_extra_modules()},
-        )
+        modelprep.check_devices(accelerator.device, {"policy": policy.model, "reference": self.ref_model})
 
     def _ref_context(self):
         """Reference passes: the frozen copy runs under the same autocast as the policy; with LoRA the policy itself

@@ -84,11 +84,14 @@ class Decoded:
 
 @dataclass
 class SupervisedExample:
-    """One SFT example: a prompt (chat messages) with its video and the target completion text."""
+    """One SFT example: a prompt (chat messages) with its video and the target completion text; grounding examples
+    also carry their span and the video's duration (seconds), which heads with their own losses are trained on."""
 
     messages: list[dict[str, Any]]
     video: DecodedVideo | None
     target: str
+    span: tuple[float, float] | None = None
+    duration: float | None = None
 
 
 class Policy(ABC):
@@ -198,6 +201,17 @@ class Policy(ABC):
         one), or None when it does not parse. ``completion`` is a rollout engine's :class:`Completion` (its
         log-probs give the saliency of heads that score frames) or, for text-only heads, its text."""
 
+    def decode_completions(
+        self,
+        requests: Sequence[RolloutRequest],
+        completions: Sequence[Sequence[Completion]],
+        durations: Sequence[float],
+    ) -> list[list[Decoded | None]]:
+        """:meth:`decode` for every completion of every request (``durations[i]``: request ``i``'s video). Heads
+        that read hidden states override it with one forward over the finished sequences
+        (:class:`~invert4tvg.policy.hidden.HiddenStatePolicy`)."""
+        return [[self.decode(c, d) for c in group] for group, d in zip(completions, durations)]
+
     @abstractmethod
     def tvg_target(self, query: str, start: float, end: float, duration: float) -> str:
         """The supervised completion for a grounding sample (SFT warm start)."""
@@ -231,10 +245,16 @@ class Policy(ABC):
         return inputs, labels
 
     def supervised_loss(
-        self, model: torch.nn.Module, inputs: BatchFeature, labels: torch.Tensor, epoch: float = 0.0
+        self,
+        model: torch.nn.Module,
+        inputs: BatchFeature,
+        labels: torch.Tensor,
+        epoch: float = 0.0,
+        examples: Sequence[SupervisedExample] = (),
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The SFT loss and its parts for logging: token-level cross-entropy on the labelled positions. Heads with
-        their own losses (which may be scheduled by ``epoch``, the data passes done so far) override it."""
+        their own losses (which may be scheduled by ``epoch``, the data passes done so far, or read the
+        ``examples`` the batch was built from) override it."""
         loss = model(**inputs, labels=labels, use_cache=False).loss
         return loss, {}
 
@@ -242,7 +262,3 @@ class Policy(ABC):
         """What a rollout engine holding its own copy needs after an update: the trainable parameters only (the
         adapters with LoRA, the language model when the vision tower is frozen), detached, on CPU."""
         return {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
-
-    def trainable_extra_modules(self) -> dict[str, torch.nn.Module]:
-        """Modules beyond the language model that the head trains and saves (none for text timestamps)."""
-        return {}

@@ -17,13 +17,14 @@ paper's middle frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import BatchFeature
 
 from invert4tvg.policy import segmentation_loss as seg
-from invert4tvg.policy.base import Decoded, Policy
+from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
 from invert4tvg.policy.processing import eos_token_ids
 from invert4tvg.rollout.base import Completion, TokenConstraint
 from rewards import window_labels
@@ -123,7 +124,12 @@ class FrameSegPolicy(Policy):
         return Decoded(found[0], saliency, [int(c) for c in mask])
 
     def supervised_loss(
-        self, model: torch.nn.Module, inputs: BatchFeature, labels: torch.Tensor, epoch: float = 0.0
+        self,
+        model: torch.nn.Module,
+        inputs: BatchFeature,
+        labels: torch.Tensor,
+        epoch: float = 0.0,
+        examples: Sequence[SupervisedExample] = (),
     ) -> tuple[torch.Tensor, dict[str, float]]:
         outputs = model(**inputs, labels=labels, use_cache=False)
         targets = labels[:, 1:]

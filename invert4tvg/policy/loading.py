@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import HEAD_FILE, Policy
 
 # Only for annotations: config pulls in the NLP stack, which benchmarks/gpu_smoke.py must run without.
@@ -24,6 +25,8 @@ HEADS = {
     "text_timestamps": "invert4tvg.policy.text_timestamps:TextTimestampPolicy",
     "vtimellm": "invert4tvg.policy.vtimellm:VTimeLLMPolicy",
     "frame_seg": "invert4tvg.policy.frame_seg:FrameSegPolicy",
+    "loc": "invert4tvg.policy.loc:LocPolicy",
+    "meco": "invert4tvg.policy.meco:MecoPolicy",
 }
 DEFAULT_HEAD = "text_timestamps"
 
@@ -81,6 +84,16 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
     else:
         model.eval().requires_grad_(False)
     policy = head.from_options(model, processor, options)
+    module = head_modules.get(model)
+    if module is not None:
+        if head_modules.load(model, path):
+            logger.info("loaded the %s head's weights from %s", name, Path(path) / head_modules.FILE)
+        elif not for_training:
+            raise FileNotFoundError(
+                f"{path} has no {head_modules.FILE}: the {name} head's module is untrained. Evaluate a model that "
+                f"was trained with head {name} (its final/ or a checkpoint's model/)."
+            )
+        module.requires_grad_(for_training)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("loaded %s (%s, %.2fM params, %.2fM trainable)", path, dtype, n_all / 1e6, n_train / 1e6)
@@ -125,7 +138,12 @@ def head_options(args: ModelArguments) -> tuple[str, dict[str, Any]]:
             recorded["head"], args.head,
         )  # fmt: skip
         recorded = {}
-    configured = {"frames": args.head_frames, "ramp_epochs": args.head_loss_ramp_epochs}
+    configured = {
+        "frames": args.head_frames,
+        "ramp_epochs": args.head_loss_ramp_epochs,
+        "width": args.head_width,
+        "loss_weights": args.head_loss_weights,
+    }
     options = {k: v for k, v in recorded.items() if k != "head"}
     options.update({k: v for k, v in configured.items() if v is not None})
     return name, options

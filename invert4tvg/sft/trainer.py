@@ -39,7 +39,10 @@ def supervised_example(
     or the query's first action verb as written (AR)."""
     if instance.task == "tvg":
         target = policy.tvg_target(record.query, record.start, record.end, record.duration)
-    elif instance.task == "ar":
+        return SupervisedExample(
+            instance.messages, video, target, span=(record.start, record.end), duration=record.duration
+        )
+    if instance.task == "ar":
         start, end, _ = nlp.action_verb_spans([record.query])[0][0]  # "sneezing", not "begins"
         target = policy.answer_target(record.query[start:end])
     else:
@@ -120,7 +123,7 @@ class SFTTrainer(TrainerBase):
             inputs, labels = self.policy.supervised_batch(examples)
             inputs, labels = inputs.to(self.accelerator.device), labels.to(self.accelerator.device)
             loss, parts = self.policy.supervised_loss(
-                self.model, inputs, labels, epoch=self.stream.epoch_progress
+                self.model, inputs, labels, epoch=self.stream.epoch_progress, examples=examples
             )
             if not torch.isfinite(loss):
                 raise NonFiniteError(

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import HEAD_FILE
 from invert4tvg.training.guards import check_parameters, disk_guard
 
@@ -102,7 +103,9 @@ def save_checkpoint(
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
+            with head_modules.detached(unwrapped):
+                unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
+            head_modules.save(unwrapped, tmp / "model")
             processor.save_pretrained(tmp / "model")
             if head_config is not None:
                 (tmp / "model" / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
@@ -235,9 +238,16 @@ def load_weights(model: torch.nn.Module, model_dir: Path) -> None:
     from peft import PeftModel, set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    if head_modules.get(model) is not None and not head_modules.load(model, model_dir):
+        raise CheckpointError(f"{model_dir} lacks {head_modules.FILE}, the weights of the head's own module")
     if isinstance(model, PeftModel):
         set_peft_model_state_dict(model, load_file(model_dir / "adapter_model.safetensors"))
         return
+    with head_modules.detached(model):
+        _load_full_weights(model, model_dir)
+
+
+def _load_full_weights(model: torch.nn.Module, model_dir: Path) -> None:
     # fp32 when any weight is fp32 (the trained weights, see policy.loading.upcast_trainable): loading them in
     # the dtype of whichever parameter comes first (a bf16 vision tower) would round the master weights.
     dtypes = {p.dtype for p in model.parameters()}

@@ -1,0 +1,256 @@
+"""Heads that read hidden states (VideoExpert's ``<LOC>``, MeCo's structural tokens): the shared machinery.
+
+Such a head's answer is text with special tokens in it; the span comes from a module of the head applied to two
+things a forward pass over prompt + answer yields:
+
+- **frame features**: the last layer's hidden states at the video's tokens, mean-pooled per temporal patch (Qwen2.5-VL
+  has no per-frame CLS token; a temporal patch is two sampled frames, ``video_grid_thw[0]`` of them per video). Frame
+  ``t`` of ``F`` stands for the window ``[t / F, (t + 1) / F]`` of the video, as the sampled frames cover it evenly.
+- **token states**: the hidden states at the head's special tokens in the answer, from the layer the head reads
+  (``token_layer``: -1 the last, after the final norm; -2 the one before, as ``output_hidden_states`` numbers them).
+
+Only those layers are kept (forward hooks), never every layer's states. In SFT they come from the loss's own forward
+(gradients reach the model through them). After generation the span needs them for the finished sequences:
+:meth:`HiddenStatePolicy.decode_completions` runs one no-grad forward over each batch of them (prompt, video and
+answer), the same for every engine, since vLLM cannot return hidden states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
+from transformers import BatchFeature
+
+from invert4tvg.policy import head_modules
+from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
+from invert4tvg.rollout.base import Completion, RolloutRequest
+
+# Sequences per no-grad decoding forward (prompt + video + answer each).
+DECODE_BATCH = 8
+
+
+def _text_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The language model's decoder stack (``layers`` + final ``norm``), through DDP / peft wrappers."""
+    for module in getattr(model, "module", model).modules():
+        layers = getattr(module, "layers", None)
+        if (
+            isinstance(layers, torch.nn.ModuleList)
+            and hasattr(module, "norm")
+            and hasattr(module, "embed_tokens")
+        ):
+            return module
+    raise TypeError(f"{type(model).__name__} has no decoder stack (layers + norm) to read hidden states from")
+
+
+@contextmanager
+def capture_layers(model: torch.nn.Module, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """Keep the hidden states of ``layers`` (numbered as ``output_hidden_states``: -1 after the final norm, -k for
+    k >= 2 the output of decoder layer ``n - k``) of the next forward pass in the yielded dict (B, S, H)."""
+    text = _text_model(model)
+    store: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def keep(layer: int):
+        def hook(module, args, output):
+            # Gradient checkpointing may run a layer again in backward; the first call is the forward's.
+            store.setdefault(layer, output[0] if isinstance(output, tuple) else output)
+
+        return hook
+
+    for layer in set(layers):
+        if layer == -1:
+            target = text.norm
+        elif -len(text.layers) <= layer <= -2:
+            target = text.layers[len(text.layers) + layer]
+        else:
+            raise ValueError(f"layer {layer}: use -1 (last, normed) or -2 .. -{len(text.layers)}")
+        handles.append(target.register_forward_hook(keep(layer)))
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def frame_features(
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    video_grid_thw: torch.Tensor,
+    video_token_id: int,
+    merge: int,
+) -> list[torch.Tensor]:
+    """Per row, the mean of its video tokens' states per temporal patch: (F, H) with F = ``video_grid_thw[row, 0]``
+    (one video per row, its tokens in time-major order as the processor lays them out)."""
+    out = []
+    for row, (t, h, w) in enumerate(video_grid_thw.tolist()):
+        positions = (input_ids[row] == video_token_id).nonzero()[:, 0]
+        per_patch = h * w // (merge * merge)
+        if len(positions) != t * per_patch:
+            raise ValueError(
+                f"row {row}: {len(positions)} video tokens, expected {t} temporal patches x {per_patch}"
+            )
+        out.append(hidden[row, positions].reshape(t, per_patch, -1).mean(1))
+    return out
+
+
+def frame_centres(frames: int) -> torch.Tensor:
+    """Each frame's window centre as a fraction of the video."""
+    return (torch.arange(frames, dtype=torch.float32) + 0.5) / frames
+
+
+def frame_labels(frames: int, start: float, end: float, duration: float) -> torch.Tensor:
+    """(F,) bool: frames whose window centre lies in ``[start, end]``; at least the frame nearest the span's middle
+    (a span shorter than one window still has a frame)."""
+    centres = frame_centres(frames)
+    s, e = start / duration, end / duration
+    inside = (centres >= s) & (centres <= e)
+    if not inside.any():
+        inside[min(int((s + e) / 2 * frames), frames - 1)] = True
+    return inside
+
+
+class HiddenStatePolicy(Policy):
+    """A head whose span is read from hidden states by a module of its own (attached to the model)."""
+
+    #: The layer the head reads at its special tokens (frames always use the last).
+    token_layer: ClassVar[int] = -1
+    #: The SFT loss weights of the head's parts, in ``loss_parts`` order (the LM loss has weight 1).
+    default_loss_weights: ClassVar[tuple[float, ...]] = ()
+
+    def __init__(
+        self, model: torch.nn.Module, processor, module: torch.nn.Module, loss_weights: Sequence[float] = ()
+    ) -> None:
+        super().__init__(model, processor)
+        if head_modules.get(model) is None:
+            head_modules.attach(
+                model, module
+            )  # else: a model that already carries this head (a reference copy)
+        tokenizer = processor.tokenizer
+        self.token_ids = [tokenizer.convert_tokens_to_ids(t) for t in self.extra_special_tokens]
+        self.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+        self.merge = processor.video_processor.merge_size
+        self.loss_weights = tuple(loss_weights) or self.default_loss_weights
+        if len(self.loss_weights) != len(self.default_loss_weights):
+            raise ValueError(
+                f"head_loss_weights: the {self.name} head has {len(self.default_loss_weights)} weighted parts "
+                f"({', '.join(self.loss_parts())}), got {list(self.loss_weights)}"
+            )
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return head_modules.get(self.model)
+
+    def loss_parts(self) -> tuple[str, ...]:
+        """Names of the head's loss parts (logged as ``loss/<name>``), in ``loss_weights`` order."""
+        raise NotImplementedError
+
+    # -- what subclasses implement --------------------------------------------------------------------------
+    def head_losses(
+        self, frames: torch.Tensor, tokens: torch.Tensor, token_ids: list[int], span: tuple[float, float],
+        duration: float,
+    ) -> dict[str, torch.Tensor] | None:  # fmt: skip
+        """The head's loss parts for one grounding example (None when its answer lacks the head's tokens)."""
+        raise NotImplementedError
+
+    def read_span(
+        self, frames: torch.Tensor, tokens: torch.Tensor, token_ids: list[int], duration: float
+    ) -> Decoded | None:
+        """The span (+ per-frame saliency and 0/1 decision) from one answer's frame features and token states
+        (``tokens`` (K, H) at its special tokens, ``token_ids`` which they are); None when the answer has none."""
+        raise NotImplementedError
+
+    # -- reading hidden states ------------------------------------------------------------------------------
+    def _states(
+        self, store: dict[int, torch.Tensor], inputs: BatchFeature, rows: Sequence[int], answer: torch.Tensor
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, list[int]]]:
+        """Per row: frame features, states at the head's tokens inside ``answer`` (B, S bool), their ids."""
+        frames = frame_features(
+            store[-1], inputs["input_ids"], inputs["video_grid_thw"], self.video_token_id, self.merge
+        )
+        ids = inputs["input_ids"]
+        is_head_token = torch.isin(ids, torch.tensor(self.token_ids, device=ids.device)) & answer
+        for row in rows:
+            positions = is_head_token[row].nonzero()[:, 0]
+            yield row, frames[row], store[self.token_layer][row, positions], ids[row, positions].tolist()
+
+    def decode(self, completion: Completion | str, duration: float) -> Decoded | None:
+        raise TypeError(
+            f"the {self.name} head reads its span from hidden states, not from a completion's text: use "
+            "decode_completions(requests, completions, durations)"
+        )
+
+    @torch.no_grad()
+    def decode_completions(
+        self,
+        requests: Sequence[RolloutRequest],
+        completions: Sequence[Sequence[Completion]],
+        durations: Sequence[float],
+    ) -> list[list[Decoded | None]]:
+        """One no-grad forward over the finished sequences (prompt, video, answer), ``DECODE_BATCH`` at a time,
+        keeping only the two layers the head reads; the span of each completion from its states."""
+        flat = [(i, c) for i, group in enumerate(completions) for c in group]
+        decoded: list[Decoded | None] = []
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(flat), DECODE_BATCH):
+                chunk = flat[start : start + DECODE_BATCH]
+                batch = self.sequence_batch([requests[i] for i, _ in chunk], [[c] for _, c in chunk]).to(
+                    device
+                )
+                inputs = batch.inputs
+                answer = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)
+                answer[:, -batch.completion_ids.shape[1] :] = batch.completion_mask.bool()
+                with capture_layers(self.model, (-1, self.token_layer)) as store:
+                    self.model(**inputs, logits_to_keep=1, use_cache=False)
+                for row, frames, tokens, ids in self._states(store, inputs, range(len(chunk)), answer):
+                    decoded.append(
+                        self.read_span(frames.float(), tokens.float(), ids, durations[chunk[row][0]])
+                    )
+        finally:
+            self.model.train(was_training)
+        out, k = [], 0
+        for group in completions:
+            out.append(decoded[k : k + len(group)])
+            k += len(group)
+        return out
+
+    # -- supervised warm start ------------------------------------------------------------------------------
+    def supervised_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: BatchFeature,
+        labels: torch.Tensor,
+        epoch: float = 0.0,
+        examples: Sequence[SupervisedExample] = (),
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """LM loss on the answer + the head's weighted parts, averaged over the batch's grounding examples (those
+        with a ``span``), from the same forward pass."""
+        with capture_layers(model, (-1, self.token_layer)) as store:
+            outputs = model(**inputs, labels=labels, use_cache=False)
+        grounding = [row for row, e in enumerate(examples) if e.span is not None]
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.loss_parts()}
+        if grounding:
+            for row, frames, tokens, ids in self._states(store, inputs, grounding, labels != -100):
+                example = examples[row]
+                found = self.head_losses(frames.float(), tokens.float(), ids, example.span, example.duration)
+                for name, value in (found or {}).items():
+                    parts[name].append(value)
+        loss = outputs.loss
+        logged = {"loss/lm": outputs.loss.item()}
+        for weight, (name, values) in zip(self.loss_weights, parts.items()):
+            if values:
+                part = torch.stack(values).mean()
+                loss = loss + weight * part
+                logged[f"loss/{name}"] = part.item()
+        # Every head parameter takes part in every step's graph (DDP waits for a gradient of each), also in steps
+        # with no grounding example.
+        loss = loss + 0.0 * sum(p.sum() for p in self.module.parameters() if p.requires_grad)
+        return loss, logged
+
+    def head_config(self) -> dict[str, Any]:
+        return {"head": self.name, "loss_weights": list(self.loss_weights)}
