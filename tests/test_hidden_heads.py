@@ -235,3 +235,43 @@ def test_sft_eval_and_two_grpo_steps_read_the_heads_span(head, tiny_bench, tiny_
     assert json.loads((out / "final/invert4tvg_head.json").read_text())["head"] == head
     before, after = load_file(sft / "final" / head_modules.FILE), load_file(out / "final" / head_modules.FILE)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("prefill", [True, False], ids=["shared-prefill", "repeated"])
+@pytest.mark.parametrize("head", HIDDEN_HEADS)
+def test_the_hf_engine_returns_the_states_a_pass_over_the_finished_sequences_gives(
+    head, prefill, tiny_model_dir, records, tiny_sampling
+):
+    """Rollouts read the head's states from generation itself (no second forward); they equal a forward over the
+    finished sequences, which is what engines without hidden states (vLLM) get."""
+    torch.manual_seed(0)
+    policy = policy_for(tiny_model_dir, head, for_training=True, head_width=32)
+    train_briefly(policy, records, tiny_sampling, steps=20)  # so that completions contain the head's tokens
+    requests = requests_for(policy, records, tiny_sampling)
+    assert all(r.readout is not None for r in requests)
+    engine = HFEngine(policy.model, policy.processor, shared_prefill=prefill)
+    completions = engine.generate(requests, SamplingParams(temperature=1.0, max_tokens=20, seed=1))
+    flat = [(i, c) for i, group in enumerate(completions) for c in group]
+    recomputed = policy.hidden_states(requests, flat)
+    with_tokens = 0
+    for (_, completion), expected in zip(flat, recomputed):
+        got = completion.hidden
+        torch.testing.assert_close(got.frames, expected.frames, atol=1e-4, rtol=1e-4)
+        if completion.finish_reason == "stop":  # every head token was fed back before the end token
+            assert got.token_ids == expected.token_ids, (completion.text, got.token_ids, expected.token_ids)
+            torch.testing.assert_close(got.tokens, expected.tokens, atol=1e-4, rtol=1e-4)
+            with_tokens += bool(got.token_ids)
+    assert with_tokens >= 2
+    # the spans decoded from either agree
+    durations = [r.duration for r in records[:2]]
+    from_engine = policy.decode_completions(requests, completions, durations)
+    for group in completions:
+        for c in group:
+            c.hidden = None
+    from_pass = policy.decode_completions(requests, completions, durations)
+    for a, b in zip(sum(from_engine, []), sum(from_pass, [])):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.span == pytest.approx(b.span, abs=1e-3)
+    # inversion prompts are answered in text: nothing to read out
+    assert requests_for(policy, records, tiny_sampling, task="vd", n=1)[0].readout is None

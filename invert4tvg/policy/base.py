@@ -23,7 +23,7 @@ from transformers import BatchFeature
 
 from invert4tvg.data.frames import DecodedVideo
 from invert4tvg.policy.processing import processor_inputs, render_prompt, select_inputs, vision_token_ids
-from invert4tvg.rollout.base import Completion, RolloutRequest, TokenConstraint
+from invert4tvg.rollout.base import Completion, HiddenReadout, RolloutRequest, TokenConstraint
 from invert4tvg.training.logprobs import constrained_logprobs, hidden_states_at, token_logprobs
 
 # Written next to every saved model (final/, checkpoints' model/): which head decodes it, with its options.
@@ -130,7 +130,9 @@ class Policy(ABC):
         request_id: str = "",
         task: str = "tvg",
     ) -> RolloutRequest:
-        return RolloutRequest(self.render(messages), video, num_samples, request_id, self.constraint(task))
+        return RolloutRequest(
+            self.render(messages), video, num_samples, request_id, self.constraint(task), self.readout(task)
+        )
 
     def sequence_batch(
         self, requests: Sequence[RolloutRequest], completions: Sequence[Sequence[Completion]]
@@ -223,6 +225,10 @@ class Policy(ABC):
 
     def constraint(self, task: str) -> TokenConstraint | None:
         """What a rollout engine must hold generation to for ``task`` (None: free text)."""
+        return None
+
+    def readout(self, task: str) -> HiddenReadout | None:
+        """The hidden states a rollout engine should return for ``task`` (None: the head reads text)."""
         return None
 
     def supervised_batch(self, examples: Sequence[SupervisedExample]) -> tuple[BatchFeature, torch.Tensor]:

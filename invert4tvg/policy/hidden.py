@@ -18,7 +18,6 @@ answer), the same for every engine, since vLLM cannot return hidden states.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -26,74 +25,11 @@ from transformers import BatchFeature
 
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
-from invert4tvg.rollout.base import Completion, RolloutRequest
+from invert4tvg.policy.readout import capture_layers, frame_features
+from invert4tvg.rollout.base import Completion, HiddenReadout, HiddenStates, RolloutRequest
 
 # Sequences per no-grad decoding forward (prompt + video + answer each).
 DECODE_BATCH = 8
-
-
-def _text_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The language model's decoder stack (``layers`` + final ``norm``), through DDP / peft wrappers."""
-    for module in getattr(model, "module", model).modules():
-        layers = getattr(module, "layers", None)
-        if (
-            isinstance(layers, torch.nn.ModuleList)
-            and hasattr(module, "norm")
-            and hasattr(module, "embed_tokens")
-        ):
-            return module
-    raise TypeError(f"{type(model).__name__} has no decoder stack (layers + norm) to read hidden states from")
-
-
-@contextmanager
-def capture_layers(model: torch.nn.Module, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
-    """Keep the hidden states of ``layers`` (numbered as ``output_hidden_states``: -1 after the final norm, -k for
-    k >= 2 the output of decoder layer ``n - k``) of the next forward pass in the yielded dict (B, S, H)."""
-    text = _text_model(model)
-    store: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def keep(layer: int):
-        def hook(module, args, output):
-            # Gradient checkpointing may run a layer again in backward; the first call is the forward's.
-            store.setdefault(layer, output[0] if isinstance(output, tuple) else output)
-
-        return hook
-
-    for layer in set(layers):
-        if layer == -1:
-            target = text.norm
-        elif -len(text.layers) <= layer <= -2:
-            target = text.layers[len(text.layers) + layer]
-        else:
-            raise ValueError(f"layer {layer}: use -1 (last, normed) or -2 .. -{len(text.layers)}")
-        handles.append(target.register_forward_hook(keep(layer)))
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def frame_features(
-    hidden: torch.Tensor,
-    input_ids: torch.Tensor,
-    video_grid_thw: torch.Tensor,
-    video_token_id: int,
-    merge: int,
-) -> list[torch.Tensor]:
-    """Per row, the mean of its video tokens' states per temporal patch: (F, H) with F = ``video_grid_thw[row, 0]``
-    (one video per row, its tokens in time-major order as the processor lays them out)."""
-    out = []
-    for row, (t, h, w) in enumerate(video_grid_thw.tolist()):
-        positions = (input_ids[row] == video_token_id).nonzero()[:, 0]
-        per_patch = h * w // (merge * merge)
-        if len(positions) != t * per_patch:
-            raise ValueError(
-                f"row {row}: {len(positions)} video tokens, expected {t} temporal patches x {per_patch}"
-            )
-        out.append(hidden[row, positions].reshape(t, per_patch, -1).mean(1))
-    return out
 
 
 def frame_centres(frames: int) -> torch.Tensor:
@@ -182,23 +118,46 @@ class HiddenStatePolicy(Policy):
             "decode_completions(requests, completions, durations)"
         )
 
-    @torch.no_grad()
+    def readout(self, task: str) -> HiddenReadout | None:
+        return HiddenReadout(tuple(self.token_ids), self.token_layer) if task == "tvg" else None
+
     def decode_completions(
         self,
         requests: Sequence[RolloutRequest],
         completions: Sequence[Sequence[Completion]],
         durations: Sequence[float],
     ) -> list[list[Decoded | None]]:
-        """One no-grad forward over the finished sequences (prompt, video, answer), ``DECODE_BATCH`` at a time,
-        keeping only the two layers the head reads; the span of each completion from its states."""
-        flat = [(i, c) for i, group in enumerate(completions) for c in group]
-        decoded: list[Decoded | None] = []
+        """The span of each completion from its hidden states: those the engine returned
+        (:class:`~invert4tvg.rollout.hf.HFEngine` does), else computed from the finished sequences."""
+        missing = [(i, c) for i, group in enumerate(completions) for c in group if c.hidden is None]
+        computed = dict(zip(map(id, (c for _, c in missing)), self.hidden_states(requests, missing)))
+        out = []
+        for group, duration in zip(completions, durations):
+            row = []
+            for c in group:
+                states = c.hidden if c.hidden is not None else computed[id(c)]
+                row.append(
+                    self.read_span(states.frames.float(), states.tokens.float(), states.token_ids, duration)
+                )
+            out.append(row)
+        return out
+
+    @torch.no_grad()
+    def hidden_states(
+        self, requests: Sequence[RolloutRequest], completions: Sequence[tuple[int, Completion]]
+    ) -> list[HiddenStates]:
+        """The readout of finished sequences (``(request index, completion)`` pairs) for engines that return none
+        (vLLM): one no-grad forward per ``DECODE_BATCH`` sequences (prompt, video, answer), keeping only the two
+        layers the head reads."""
+        out: list[HiddenStates] = []
+        if not completions:
+            return out
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(flat), DECODE_BATCH):
-                chunk = flat[start : start + DECODE_BATCH]
+            for start in range(0, len(completions), DECODE_BATCH):
+                chunk = completions[start : start + DECODE_BATCH]
                 batch = self.sequence_batch([requests[i] for i, _ in chunk], [[c] for _, c in chunk]).to(
                     device
                 )
@@ -207,16 +166,10 @@ class HiddenStatePolicy(Policy):
                 answer[:, -batch.completion_ids.shape[1] :] = batch.completion_mask.bool()
                 with capture_layers(self.model, (-1, self.token_layer)) as store:
                     self.model(**inputs, logits_to_keep=1, use_cache=False)
-                for row, frames, tokens, ids in self._states(store, inputs, range(len(chunk)), answer):
-                    decoded.append(
-                        self.read_span(frames.float(), tokens.float(), ids, durations[chunk[row][0]])
-                    )
+                for _, frames, tokens, ids in self._states(store, inputs, range(len(chunk)), answer):
+                    out.append(HiddenStates(frames.cpu(), tokens.cpu(), ids))
         finally:
             self.model.train(was_training)
-        out, k = [], 0
-        for group in completions:
-            out.append(decoded[k : k + len(group)])
-            k += len(group)
         return out
 
     # -- supervised warm start ------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ The contract, checked by ``tests/test_rollout_contract.py`` for every engine tha
 - A request with a ``constraint`` (:class:`TokenConstraint`, e.g. the frame-segmentation head's f characters of
   '0'/'1') gets exactly ``constraint.length`` tokens from ``constraint.allowed`` then an end token, and its recorded
   log-probs are those of the constrained distribution (the one the trainer scores, ``Policy.completion_logprobs``).
+- A request with a ``readout`` (:class:`HiddenReadout`, heads that read hidden states) may get each completion's
+  :class:`HiddenStates`; an engine that cannot return them (vLLM) leaves ``hidden`` None and the policy computes
+  them from the finished sequences.
 """
 
 from __future__ import annotations
@@ -60,6 +63,26 @@ def check_room(constraints: Sequence[TokenConstraint | None], max_tokens: int) -
         )
 
 
+@dataclass(frozen=True)
+class HiddenReadout:
+    """What a head reads from hidden states: the frame features (the last layer's video-token states, mean-pooled
+    per temporal patch) and the states at ``token_ids`` in the completion from ``token_layer`` (numbered as
+    ``output_hidden_states``: -1 the last, after the final norm)."""
+
+    token_ids: tuple[int, ...]
+    token_layer: int = -1
+
+
+@dataclass
+class HiddenStates:
+    """One completion's readout: (F, H) frame features, (K, H) states at its head tokens and which tokens they are
+    (in order; a token generated last, never fed back to the model, has no state and is left out)."""
+
+    frames: torch.Tensor
+    tokens: torch.Tensor
+    token_ids: list[int]
+
+
 @dataclass
 class RolloutRequest:
     """One prompt to complete ``num_samples`` times. ``prompt`` is chat-templated text with one video placeholder."""
@@ -69,6 +92,7 @@ class RolloutRequest:
     num_samples: int = 1
     request_id: str = ""
     constraint: TokenConstraint | None = None
+    readout: HiddenReadout | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,7 @@ class Completion:
     finish_reason: str  # "stop" | "length"
     policy_version: int
     request_id: str = ""
+    hidden: HiddenStates | None = None  # with a request's ``readout``, from engines that can return it
 
 
 class RolloutEngine(ABC):

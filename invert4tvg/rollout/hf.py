@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from invert4tvg.policy.processing import eos_token_ids, processor_inputs, repeat_inputs, vision_token_ids
+from invert4tvg.policy.readout import capture_layers, generation_readouts
 from invert4tvg.rollout.base import (
     Completion,
     RolloutEngine,
@@ -98,6 +99,8 @@ class HFEngine(RolloutEngine):
         self.pad_id = tokenizer.pad_token_id
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.suppress_ids = vision_token_ids(tokenizer)
+        self.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+        self.merge = processor.video_processor.merge_size
 
     def update_weights(self, weights: Mapping[str, torch.Tensor] | None, version: int) -> None:
         if version < self.policy_version:
@@ -155,19 +158,24 @@ class HFEngine(RolloutEngine):
             # Every sampling knob is explicit: released Qwen2.5-VL generation configs carry top_k=1, top_p=0.001 and
             # repetition_penalty=1.05, which would otherwise leak into rollouts that the trainer scores without them.
             knobs = {"temperature": 1.0, "top_p": 1.0, "top_k": 0} if not greedy else {}
-            start = shared_prefill(self.model, inputs, counts) if self.shared_prefill else None
-            output = self.model.generate(
-                **(start or repeat_inputs(inputs, counts)),
-                do_sample=not greedy,
-                **knobs,
-                repetition_penalty=1.0,
-                max_new_tokens=sampling.max_tokens,
-                logits_processor=processors,
-                suppress_tokens=self.suppress_ids,
-                eos_token_id=self.eos_ids,
-                pad_token_id=self.pad_id,
-                use_cache=True,
-            )
+            readout = next((r.readout for r in requests if r.readout is not None), None)
+            if readout is not None and not videos:
+                readout = None  # frame features need the video
+            layers = (-1, readout.token_layer) if readout is not None else ()
+            with capture_layers(self.model, layers, every_call=True) as calls:
+                start = shared_prefill(self.model, inputs, counts) if self.shared_prefill else None
+                output = self.model.generate(
+                    **(start or repeat_inputs(inputs, counts)),
+                    do_sample=not greedy,
+                    **knobs,
+                    repetition_penalty=1.0,
+                    max_new_tokens=sampling.max_tokens,
+                    logits_processor=processors,
+                    suppress_tokens=self.suppress_ids,
+                    eos_token_id=self.eos_ids,
+                    pad_token_id=self.pad_id,
+                    use_cache=True,
+                )
         finally:
             self.model.train(was_training)
             if generator_state is not None:
@@ -175,6 +183,16 @@ class HFEngine(RolloutEngine):
         new_tokens = output[:, inputs["input_ids"].shape[1] :].cpu()
         logprobs = recorder.finish(new_tokens[:, -1].to(device)).cpu() if new_tokens.shape[1] else None
         completions = [self._completion(new_tokens[i], logprobs, i) for i in range(new_tokens.shape[0])]
+        if readout is not None:
+            hidden = generation_readouts(
+                readout, calls, inputs, counts, start is not None, new_tokens.to(device), self.video_token_id,
+                self.merge,
+            )  # fmt: skip
+            for completion, states, request in zip(
+                completions, hidden, (r for r in requests for _ in range(r.num_samples))
+            ):
+                if request.readout is not None:
+                    completion.hidden = states
         grouped, start = [], 0
         for request in requests:
             group = completions[start : start + request.num_samples]

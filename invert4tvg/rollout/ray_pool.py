@@ -356,5 +356,14 @@ def _wire(
                 slots[key] = len(refs)
                 refs.append(videos[key])
             slot = slots[key]
-        wire.append((request.prompt, request.num_samples, request.request_id, slot, request.constraint))
+        wire.append(
+            (
+                request.prompt,
+                request.num_samples,
+                request.request_id,
+                slot,
+                request.constraint,
+                request.readout,
+            )
+        )
     return wire, refs

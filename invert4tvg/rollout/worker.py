@@ -18,6 +18,7 @@ from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
 from invert4tvg.rollout.base import (
     Completion,
+    HiddenReadout,
     RolloutEngine,
     RolloutRequest,
     SamplingParams,
@@ -27,8 +28,8 @@ from invert4tvg.rollout.base import (
 from invert4tvg.rollout.weights import PackedWeights, unpack_weights
 
 #: A request as it travels to a worker: (prompt, num_samples, request_id, index of its video argument or None,
-#: the head's decoding constraint or None).
-WireRequest = tuple[str, int, str, int | None, TokenConstraint | None]
+#: the head's decoding constraint or None, the head's hidden-state readout or None).
+WireRequest = tuple[str, int, str, int | None, TokenConstraint | None, HiddenReadout | None]
 
 
 @dataclass
@@ -113,9 +114,14 @@ class RolloutWorker:
         owned = [replace(v, frames=v.frames.copy()) if not v.frames.flags.writeable else v for v in videos]
         batch = [
             RolloutRequest(
-                prompt, owned[slot] if slot is not None else None, num_samples, request_id, constraint
+                prompt,
+                owned[slot] if slot is not None else None,
+                num_samples,
+                request_id,
+                constraint,
+                readout,
             )
-            for prompt, num_samples, request_id, slot, constraint in requests
+            for prompt, num_samples, request_id, slot, constraint, readout in requests
         ]
         return self.engine.generate(batch, sampling)
 
