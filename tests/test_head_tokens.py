@@ -65,3 +65,45 @@ def test_a_heads_new_token_trains_and_survives_save_and_load(loc_head, use_peft,
     assert isinstance(loaded, LocHead)
     assert loaded.processor.tokenizer.convert_tokens_to_ids("<LOC>") == loc
     torch.testing.assert_close(embed(loaded, [loc, unused]), after)
+
+
+def test_an_untied_lm_head_trains_the_new_tokens_rows_under_lora(loc_head, tmp_path):
+    """Qwen2.5-VL-7B has an LM head of its own: under LoRA its rows of the new tokens must train too, or the model
+    could never learn to emit them."""
+    from invert4tvg.policy.tiny_model import TinyModelSpec, build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "untied", seed=0, spec=TinyModelSpec(tie_word_embeddings=False))
+    args = ModelArguments(
+        model_name_or_path=str(model_dir),
+        head="loc_test",
+        dtype="float32",
+        use_peft=True,
+        lora_r=4,
+        lora_alpha=8,
+    )
+    policy = load_policy(args)
+    tokenizer = policy.processor.tokenizer
+    loc = tokenizer.convert_tokens_to_ids("<LOC>")
+    inputs = tokenizer(["It happens during <LOC>."], return_tensors="pt")
+
+    def lm_head_rows() -> torch.Tensor:
+        hidden = torch.eye(policy.model.config.get_text_config().hidden_size)
+        with torch.no_grad():
+            return policy.model.get_output_embeddings()(hidden).T.clone()  # (vocab, H): row i = token i
+
+    before = lm_head_rows()
+    optimizer = torch.optim.AdamW([p for p in policy.model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        policy.model(**inputs, labels=inputs["input_ids"], use_cache=False).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = lm_head_rows()
+    assert not torch.allclose(after[loc], before[loc]), "the new token's LM-head row did not train"
+    others = [i for i in range(len(before)) if i != loc]
+    torch.testing.assert_close(after[others], before[others])  # LoRA leaves every other row alone
+
+    final = save_final(policy.model, policy.processor, tmp_path, 3, policy.head_config())
+    loaded = load_policy(ModelArguments(model_name_or_path=str(final), dtype="float32"), for_training=False)
+    with torch.no_grad():
+        row = loaded.model.get_output_embeddings()(torch.eye(after.shape[1])).T[loc]
+    torch.testing.assert_close(row, after[loc])

@@ -269,7 +269,7 @@ def test_the_hf_engine_returns_the_states_a_pass_over_the_finished_sequences_giv
         for c in group:
             c.hidden = None
     from_pass = policy.decode_completions(requests, completions, durations)
-    for a, b in zip(sum(from_engine, []), sum(from_pass, [])):
+    for a, b in zip([d for g in from_engine for d in g], [d for g in from_pass for d in g]):
         assert (a is None) == (b is None)
         if a is not None:
             assert a.span == pytest.approx(b.span, abs=1e-3)

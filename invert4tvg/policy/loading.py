@@ -211,10 +211,22 @@ def prepare_for_training(
             # Only language-model projections: the names also occur in the vision tower's blocks.
             target_modules=rf"^(?!.*visual).*\.({'|'.join(args.lora_target_modules)})$",
             task_type="CAUSAL_LM",
-            trainable_token_indices={"embed_tokens": list(token_ids)} if token_ids else None,
+            trainable_token_indices=_trainable_tokens(model, token_ids),
         )
         model = get_peft_model(model, config)
     return model
+
+
+def _trainable_tokens(model: torch.nn.Module, token_ids: list[int] | None) -> dict[str, list[int]] | None:
+    """peft's trainable tokens for a head's new tokens: their embedding rows and, where the LM head is not tied to
+    the embeddings (Qwen2.5-VL-7B), its rows too; without those the model could never learn to emit them."""
+    if not token_ids:
+        return None
+    rows = {"embed_tokens": list(token_ids)}
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is not None and head.weight.data_ptr() != embed.weight.data_ptr():
+        rows["lm_head"] = list(token_ids)
+    return rows
 
 
 def _vision_tower(model: torch.nn.Module) -> torch.nn.Module:

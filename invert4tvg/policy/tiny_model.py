@@ -68,6 +68,7 @@ class TinyModelSpec:
     vision_num_heads: int = 4
     tokens_per_second: int = 2  # as in Qwen2.5-VL's released configs
     max_position_embeddings: int = 8192
+    tie_word_embeddings: bool = True  # as Qwen2.5-VL-3B; False as the 7B (a separate LM head)
 
 
 def default_corpus() -> list[str]:
@@ -168,7 +169,7 @@ def tiny_config(tokenizer: Qwen2Tokenizer, spec: TinyModelSpec) -> Qwen2_5_VLCon
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": spec.tie_word_embeddings,
     }
     vision_config = {
         "depth": spec.vision_depth,
@@ -190,7 +191,7 @@ def tiny_config(tokenizer: Qwen2Tokenizer, spec: TinyModelSpec) -> Qwen2_5_VLCon
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=spec.tie_word_embeddings,
     )
 
 
