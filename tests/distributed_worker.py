@@ -131,16 +131,16 @@ def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerat
     return {**result, "grads": grads}
 
 
-def run_recipe(argv: list[str]) -> None:
-    """``recipes/grpo_qwen25vl.py`` with the test reward ``completion_length`` registered (as the tests do)."""
+def run_recipe(argv: list[str], name: str = "grpo_qwen25vl") -> None:
+    """``recipes/<name>.py`` with the test reward ``completion_length`` registered (as the tests do)."""
     import importlib.util
 
     import rewards
 
     if "completion_length" not in rewards.available():
         rewards.register("completion_length", lambda completions, **_: [len(c) / 100 for c in completions])
-    path = Path(__file__).resolve().parents[1] / "recipes" / "grpo_qwen25vl.py"
-    spec = importlib.util.spec_from_file_location("grpo_qwen25vl", path)
+    path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(argv)
@@ -149,6 +149,8 @@ def run_recipe(argv: list[str]) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "recipe":
         run_recipe(sys.argv[2:])
+    elif sys.argv[1] == "sft":
+        run_recipe(sys.argv[2:], "sft_warmstart")
     else:
         parser = argparse.ArgumentParser()
         parser.add_argument("--model", required=True)

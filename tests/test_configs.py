@@ -88,3 +88,18 @@ def test_missing_prompt_file_names_the_path(tmp_path, monkeypatch):
 def test_unknown_invert_sft_task_is_a_config_error():
     with pytest.raises(ValueError, match="invert_sft_tasks"):
         parse_config(SFT, ["--config", str(CONFIGS / "sft_tiny_cpu.yaml"), "--invert_sft_tasks", "vc", "tvg"])
+
+
+def test_hidden_state_head_configs_say_what_their_papers_say():
+    loc, loc_data, _, loc_args = parse_config(SFT, ["--config", str(CONFIGS / "sft_loc_qwen25vl_7b.yaml")])
+    assert loc.head == "loc" and loc.head_loss_weights == [2.0, 5.0, 2.0]  # VideoExpert's code: BCE, L1, GIoU
+    assert (loc_data.video_min_frames, loc_data.video_max_frames) == (100, 100)  # 100 frames per video
+    assert loc_args.per_device_train_batch_size * 8 == 128 and loc_args.max_completion_length == 512
+    meco, meco_data, _, meco_args = parse_config(
+        SFT, ["--config", str(CONFIGS / "sft_meco_qwen25vl_7b.yaml")]
+    )
+    assert meco.head == "meco" and meco.head_width == 3072  # projector output size (Table 8)
+    assert (meco.lora_r, meco.lora_alpha, meco.lora_dropout) == (128, 256, 0.05)
+    assert meco.lora_target_modules == ["q_proj", "v_proj", "o_proj"]
+    assert (meco_args.learning_rate, meco_args.num_train_epochs, meco_args.warmup_ratio) == (5e-5, 1, 0.03)
+    assert meco_args.adam_beta2 == 0.997 and meco_data.video_fps == 2.0

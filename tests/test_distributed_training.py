@@ -153,3 +153,34 @@ def test_two_process_recipe_uneven_batches_bad_videos_schedule_and_resume(
     for step in (3, 4):
         assert resumed_rows[step] == logged[step]
     shutil.rmtree(tmp_path / "videos")
+
+
+def test_two_process_sft_trains_a_heads_module_and_resumes_it(tiny_model_dir, tiny_bench, tmp_path):
+    """The loc head's module runs outside the model's forward: DDP must still all-reduce its gradients (a step
+    whose process holds only inversion examples included), and a resumed run must end with the same module."""
+    train = subset(tiny_bench, tmp_path / "train8.json", 8)
+    common = [
+        "--config", str(REPO / "recipes/configs/sft_heads_tiny_cpu.yaml"),
+        "--head", "loc", "--head_width", "16",
+        "--model_name_or_path", str(tiny_model_dir),
+        "--train_annotations", str(train),
+        "--video_dir", str(tiny_bench / "videos"),
+        "--frame_cache_dir", "",
+        "--per_device_train_batch_size", "2",
+        "--invert_sft_fraction", "0.5",
+        "--max_steps", "4",
+        "--report_to", "none",
+    ]  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    torchrun(2, "sft", *common, "--output_dir", str(straight), "--save_steps", "2")
+    torchrun(
+        2, "sft", *common, "--output_dir", str(resumed),
+        "--resume_from_checkpoint", str(straight / "checkpoints/step_2"),
+    )  # fmt: skip
+    rows = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss/giou" in r for r in rows), rows  # the head's loss reached the log
+    start = load_file(straight / "checkpoints/step_2/model/invert4tvg_head.safetensors")
+    a = load_file(straight / "final/invert4tvg_head.safetensors")
+    b = load_file(resumed / "final/invert4tvg_head.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], start[k]) for k in a)  # steps 3 and 4 trained it
