@@ -237,13 +237,20 @@ def test_sft_eval_and_two_grpo_steps_read_the_heads_span(head, tiny_bench, tiny_
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
-@pytest.mark.parametrize("prefill", [True, False], ids=["shared-prefill", "repeated"])
+@pytest.mark.parametrize(
+    ("prefill", "layout"),
+    [(True, "shared"), (False, "shared"), (True, "repeated")],
+    ids=["prefill-shared", "repeated-shared", "prefill-repeated"],
+)
 @pytest.mark.parametrize("head", HIDDEN_HEADS)
 def test_the_hf_engine_returns_the_states_a_pass_over_the_finished_sequences_gives(
-    head, prefill, tiny_model_dir, records, tiny_sampling
+    head, prefill, layout, tiny_model_dir, records, tiny_sampling, monkeypatch
 ):
     """Rollouts read the head's states from generation itself (no second forward); they equal a forward over the
-    finished sequences, which is what engines without hidden states (vLLM) get."""
+    finished sequences, which is what engines without hidden states (vLLM) get: one shared-prefix row per request,
+    or (attention that takes no 4-D mask, e.g. flash attention) the repeated layout."""
+    if layout == "repeated":
+        monkeypatch.setattr("invert4tvg.policy.hidden.MASKABLE_ATTENTION", ())
     torch.manual_seed(0)
     policy = policy_for(tiny_model_dir, head, for_training=True, head_width=32)
     train_briefly(policy, records, tiny_sampling, steps=20)  # so that completions contain the head's tokens

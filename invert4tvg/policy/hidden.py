@@ -27,6 +27,7 @@ from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
 from invert4tvg.policy.readout import capture_layers, frame_features
 from invert4tvg.rollout.base import Completion, HiddenReadout, HiddenStates, RolloutRequest
+from invert4tvg.training.shared_prefix import MASKABLE_ATTENTION, shared_prefix_batch
 
 # Sequences per no-grad decoding forward (prompt + video + answer each).
 DECODE_BATCH = 8
@@ -147,29 +148,62 @@ class HiddenStatePolicy(Policy):
         self, requests: Sequence[RolloutRequest], completions: Sequence[tuple[int, Completion]]
     ) -> list[HiddenStates]:
         """The readout of finished sequences (``(request index, completion)`` pairs) for engines that return none
-        (vLLM): one no-grad forward per ``DECODE_BATCH`` sequences (prompt, video, answer), keeping only the two
-        layers the head reads."""
-        out: list[HiddenStates] = []
+        (vLLM): no-grad forwards keeping only the two layers the head reads. With SDPA or eager attention a
+        request's completions go in one shared-prefix row (the prompt and its video once, as generation's
+        prefill: ``training/shared_prefix.py``); otherwise ``DECODE_BATCH`` repeated-layout sequences at a time."""
         if not completions:
-            return out
+            return []
         device = next(self.model.parameters()).device
+        attention = getattr(self.model.config, "_attn_implementation", "sdpa") or "sdpa"
         was_training = self.model.training
         self.model.eval()
         try:
+            if attention in MASKABLE_ATTENTION:
+                by_request: dict[int, list[Completion]] = {}
+                for i, c in completions:
+                    by_request.setdefault(i, []).append(c)
+                found = {}
+                for i, group in by_request.items():
+                    for c, states in zip(group, self._group_states(requests[i], group, device)):
+                        found[id(c)] = states
+                return [found[id(c)] for _, c in completions]
+            out: list[HiddenStates] = []
             for start in range(0, len(completions), DECODE_BATCH):
                 chunk = completions[start : start + DECODE_BATCH]
-                batch = self.sequence_batch([requests[i] for i, _ in chunk], [[c] for _, c in chunk]).to(
-                    device
-                )
-                inputs = batch.inputs
+                batch = self.sequence_batch([requests[i] for i, _ in chunk], [[c] for _, c in chunk])
+                inputs = batch.to(device).inputs
                 answer = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)
-                answer[:, -batch.completion_ids.shape[1] :] = batch.completion_mask.bool()
+                answer[:, -batch.completion_ids.shape[1] :] = batch.completion_mask.bool().to(device)
                 with capture_layers(self.model, (-1, self.token_layer)) as store:
                     self.model(**inputs, logits_to_keep=1, use_cache=False)
                 for _, frames, tokens, ids in self._states(store, inputs, range(len(chunk)), answer):
                     out.append(HiddenStates(frames.cpu(), tokens.cpu(), ids))
+            return out
         finally:
             self.model.train(was_training)
+
+    def _group_states(
+        self, request: RolloutRequest, group: Sequence[Completion], device: torch.device
+    ) -> list[HiddenStates]:
+        """One request's completions in one shared-prefix row: ``[prompt][completion 1]..[completion G]``."""
+        batch = self.sequence_batch([request], [list(group)]).to(device)
+        layout = shared_prefix_batch(batch, len(group), self.model)
+        inputs = layout.inputs
+        with capture_layers(self.model, (-1, self.token_layer)) as store:
+            self.model(**inputs, logits_to_keep=1, use_cache=False)
+        frames = frame_features(
+            store[-1], inputs["input_ids"], inputs["video_grid_thw"], self.video_token_id, self.merge
+        )[0].cpu()
+        prompt, width = layout.prompt_length, batch.completion_ids.shape[1]
+        ids = batch.completion_ids
+        wanted = (
+            torch.isin(ids, torch.tensor(self.token_ids, device=ids.device)) & batch.completion_mask.bool()
+        )
+        out = []
+        for g in range(len(group)):
+            positions = wanted[g].nonzero()[:, 0]
+            tokens = store[self.token_layer][0, prompt + g * width + positions].cpu()
+            out.append(HiddenStates(frames, tokens, ids[g, positions].tolist()))
         return out
 
     # -- supervised warm start ------------------------------------------------------------------------------

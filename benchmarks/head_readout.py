@@ -1,0 +1,115 @@
+"""What reading a head's hidden states costs in rollouts (the loc and meco heads, docs/heads.md).
+
+The tiny model with the ``loc`` head, 2 prompts each with a 32-frame 224x224 video (1,024 visual tokens) and G = 8
+samples of 16 new tokens. Times, interleaved in each round (median of ``--rounds``):
+
+- ``generate``: HF generation of a request without a readout (what a text head's rollout costs);
+- ``generate + readout``: the same request with the head's readout: the HF engine keeps the last layer's states
+  (frame features from the prefill, the head tokens' states from the decoding steps) while generating;
+- ``pass over finished sequences``: the no-grad forward the trainer runs for engines that return no hidden
+  states (vLLM), over the same completions.
+
+    .venv/bin/python benchmarks/head_readout.py [--rounds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import invert4tvg  # noqa: F401  (torchvision shim before anything imports transformers)
+from invert4tvg.config import ModelArguments
+from invert4tvg.data.frames import DecodedVideo
+from invert4tvg.policy.loading import load_policy
+from invert4tvg.policy.tiny_model import build_tiny_model
+from invert4tvg.rollout.base import SamplingParams
+from invert4tvg.rollout.hf import HFEngine
+
+PROMPTS, GROUP, NEW_TOKENS = 2, 8, 16
+FRAMES, SIDE = 32, 224  # 16 temporal patches x (224 / 28)^2 merged tokens = 1,024 visual tokens
+
+
+def requests(policy):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(PROMPTS):
+        video = DecodedVideo(
+            frames=rng.integers(0, 256, (FRAMES, SIDE, SIDE, 3), dtype=np.uint8),
+            timestamps=np.arange(FRAMES) / 2.0,
+            frame_indices=np.arange(FRAMES) * 15,
+            source_fps=30.0,
+            range_num_frames=FRAMES * 15,
+            path=f"random{i}.mp4",
+        )
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "video"}, {"type": "text", "text": "When does the door open?"}],
+            }
+        ]
+        out.append(policy.rollout_request(messages, video, GROUP, f"r{i}"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_model(Path(tmp) / "tiny", seed=0)
+        policy = load_policy(
+            ModelArguments(model_name_or_path=str(model_dir), head="loc", dtype="float32"), for_training=True
+        )
+    policy.model.eval()
+    engine = HFEngine(policy.model, policy.processor)
+    with_readout = requests(policy)
+    without = [dataclasses.replace(r, readout=None) for r in with_readout]
+    sampling = SamplingParams(temperature=1.0, max_tokens=NEW_TOKENS, seed=0)
+    times: dict[str, list[float]] = {
+        "generate": [],
+        "generate + readout": [],
+        "pass over finished sequences": [],
+    }
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        engine.generate(without, sampling)
+        times["generate"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        completions = engine.generate(with_readout, sampling)
+        times["generate + readout"].append(time.perf_counter() - t0)
+        flat = [(i, c) for i, group in enumerate(completions) for c in group]
+        t0 = time.perf_counter()
+        policy.hidden_states(with_readout, flat)
+        times["pass over finished sequences"].append(time.perf_counter() - t0)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    base = medians["generate"]
+    print(
+        f"tiny model, loc head, {PROMPTS} prompts x G = {GROUP}, 1,024 visual tokens, {NEW_TOKENS} new tokens"
+    )
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()}"
+    )
+    for name, value in medians.items():
+        print(f"{name:32s} {value * 1000:8.1f} ms   {value / base:5.2f} x generate")
+    if args.json:
+        args.json.write_text(json.dumps({"median_s": medians, "rounds": times}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
