@@ -321,6 +321,14 @@ class GRPOArguments(TrainingArguments):
             "whole groups (logprob_batch_size // num_generations, at least one)."
         },
     )
+    head_aux_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "loc, meco (heads with a module of their own): weight of the head's supervised loss, on the "
+            "grounding completions' ground truth, added to the GRPO loss; the module then trains with the policy. "
+            "0: the module stays frozen in RL (docs/heads.md)."
+        },
+    )
     disable_dropout: bool = field(
         default=True,
         metadata={"help": "TRL's default: no dropout in RL, so the old, reference and current passes agree."},

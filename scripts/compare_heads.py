@@ -36,8 +36,11 @@ def run(command: list[str], log: Path) -> None:
             raise RuntimeError(f"{' '.join(command)} failed: see {log}")
 
 
-def one_run(root: Path, head: str, seed: int, sft_steps: int, grpo_steps: int) -> Path:
-    """Tiny model (seed) -> SFT with the head -> eval -> GRPO -> eval, in ``root/head/seed_N``."""
+def one_run(
+    root: Path, head: str, seed: int, sft_steps: int, grpo_steps: int, grpo_name: str = "grpo", grpo_extra=()
+) -> Path:
+    """Tiny model (seed) -> SFT with the head -> eval -> GRPO (``grpo_extra`` flags) -> eval, in
+    ``root/head/seed_N`` (the GRPO stage in ``grpo_name/``)."""
     bench, out = root / "bench", root / head / f"seed_{seed}"
     out.mkdir(parents=True, exist_ok=True)
     model = root / f"tiny-model-{seed}"
@@ -58,23 +61,23 @@ def one_run(root: Path, head: str, seed: int, sft_steps: int, grpo_steps: int) -
              "--max-new-tokens", "64"],
             out / "sft_eval.log",
         )  # fmt: skip
-    if not (out / "grpo/eval/metrics.json").is_file():
+    if not (out / grpo_name / "eval/metrics.json").is_file():
         run(
             [sys.executable, "recipes/grpo_qwen25vl.py", "--config", str(CONFIGS / "tiny_cpu.yaml"),
              "--model_name_or_path", str(out / "sft/final"), "--prompt_templates",
              str(CONFIGS / "prompts/tiny_heads.yaml"), "--train_annotations", str(bench / "train.json"),
              "--val_annotations", "", "--test_annotations", str(bench / "test.json"), *data,
-             "--output_dir", str(out / "grpo"), "--overwrite_output_dir", "true", "--max_steps", str(grpo_steps),
-             "--seed", str(seed), "--save_steps", "0", "--report_to", "none"],
-            out / "grpo.log",
+             "--output_dir", str(out / grpo_name), "--overwrite_output_dir", "true", "--max_steps",
+             str(grpo_steps), "--seed", str(seed), "--save_steps", "0", "--report_to", "none", *grpo_extra],
+            out / f"{grpo_name}.log",
         )  # fmt: skip
     return out
 
 
-def summarise(root: Path, heads: list[str], seeds: list[int]) -> dict:
+def summarise(root: Path, heads: list[str], seeds: list[int], grpo_name: str = "grpo") -> dict:
     summary: dict = {}
     for head in heads:
-        for stage, file in (("sft", "sft_eval/metrics.json"), ("grpo", "grpo/eval/metrics.json")):
+        for stage, file in (("sft", "sft_eval/metrics.json"), ("grpo", f"{grpo_name}/eval/metrics.json")):
             per_seed = [json.loads((root / head / f"seed_{s}" / file).read_text()) for s in seeds]
             row = {}
             for key in METRICS + (ACTIONS if stage == "grpo" else []):
@@ -114,6 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpo-steps", type=int, default=40)
     parser.add_argument("--num-videos", type=int, default=600)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--grpo-name", default="grpo", help="directory of the GRPO stage (a variant of it)")
+    parser.add_argument(
+        "--grpo-extra", default="", help="extra GRPO flags, e.g. '--head_aux_loss_weight 1.0'"
+    )
     args = parser.parse_args(argv)
     root = args.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -128,11 +135,15 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     jobs = [(head, seed) for seed in args.seeds for head in args.heads]
     with ThreadPoolExecutor(args.jobs) as pool:
-        for done in pool.map(lambda job: one_run(root, *job, args.sft_steps, args.grpo_steps), jobs):
+        extra = args.grpo_extra.split()
+        for done in pool.map(
+            lambda job: one_run(root, *job, args.sft_steps, args.grpo_steps, args.grpo_name, extra), jobs
+        ):
             print(f"[{time.time() - started:6.0f} s] done: {done.relative_to(root)}", flush=True)
-    summary = summarise(root, args.heads, args.seeds)
-    (root / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (root / "table.md").write_text(table(summary, args.sft_steps, args.grpo_steps))
+    summary = summarise(root, args.heads, args.seeds, args.grpo_name)
+    suffix = "" if args.grpo_name == "grpo" else f"_{args.grpo_name}"
+    (root / f"summary{suffix}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (root / f"table{suffix}.md").write_text(table(summary, args.sft_steps, args.grpo_steps))
     print(table(summary, args.sft_steps, args.grpo_steps))
 
 

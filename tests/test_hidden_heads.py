@@ -236,6 +236,45 @@ def test_sft_eval_and_two_grpo_steps_read_the_heads_span(head, tiny_bench, tiny_
     before, after = load_file(sft / "final" / head_modules.FILE), load_file(out / "final" / head_modules.FILE)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
+    # with the head's supervised loss kept as an auxiliary term, the module trains with the policy
+    aux = tmp_path / "grpo_aux"
+    args = grpo_args(tiny_bench, train, sft / "final", aux)
+    args += ["--prompt_templates", PROMPTS, "--max_steps", "2", "--save_steps", "0"]
+    args += ["--max_completion_length", "24", "--tvg_probability", "1.0", "--head_aux_loss_weight", "1.0"]
+    load_recipe("grpo_qwen25vl").main(args)
+    rows = [json.loads(line) for line in (aux / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["head_loss"] > 0 for r in rows), rows
+    after = load_file(aux / "final" / head_modules.FILE)
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("head", HIDDEN_HEADS)
+def test_the_auxiliary_head_loss_is_the_same_in_both_layouts(head, tiny_model_dir, records, tiny_sampling):
+    """GRPO's passes use one shared-prefix row per group; the head's loss read from them equals the loss read
+    from the repeated rows, so ``head_aux_loss_weight`` means the same in either layout."""
+    from invert4tvg.policy.readout import capture_layers
+    from invert4tvg.training.shared_prefix import shared_prefix_batch
+
+    torch.manual_seed(0)
+    policy = policy_for(tiny_model_dir, head, for_training=True, head_width=32)
+    train_briefly(policy, records, tiny_sampling, steps=20)
+    requests = requests_for(policy, records, tiny_sampling)
+    completions = HFEngine(policy.model, policy.processor).generate(
+        requests, SamplingParams(temperature=1.0, max_tokens=20, seed=1)
+    )
+    batch = policy.sequence_batch(requests, completions)
+    spans = [(r.start, r.end, r.duration) for r in records[:2] for _ in range(3)]
+    spans[1] = None  # a completion without ground truth (an inversion task) adds nothing
+    losses = []
+    for layout in (batch, shared_prefix_batch(batch, 3, policy.model)):
+        with capture_layers(policy.model, policy.hidden_layers) as store:
+            policy.completion_logprobs(policy.model, layout)
+        losses.append(policy.rl_head_loss(store, layout, spans))
+    assert losses[0].item() > 0
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    losses[0].backward()  # gradients reach the module
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.module.parameters())
+
 
 @pytest.mark.parametrize(
     ("prefill", "layout"),

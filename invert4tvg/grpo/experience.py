@@ -58,6 +58,15 @@ def decoded_columns(
     return columns
 
 
+def grounding_spans(columns: dict[str, list[Any]]) -> list[tuple[float, float, float] | None]:
+    """Per completion: the ground truth ``(start, end, duration)`` of a grounding completion, None for the others
+    (what a head's supervised loss needs when it is kept in RL)."""
+    return [
+        (float(s), float(e), float(d)) if task == "tvg" else None
+        for task, s, e, d in zip(columns["task"], columns["start"], columns["end"], columns["duration"])
+    ]
+
+
 def rollouts_from_videos(
     instances: Sequence[TaskInstance],
     videos: Sequence[Any],

@@ -19,12 +19,13 @@ from tqdm.auto import tqdm
 
 from invert4tvg.config import GRPOArguments
 from invert4tvg.grpo import modelprep
-from invert4tvg.grpo.experience import Rollouts, rollouts_from_videos
+from invert4tvg.grpo.experience import Rollouts, grounding_spans, rollouts_from_videos
 from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
 from invert4tvg.grpo.metrics import gather_for_metrics, step_metrics
 from invert4tvg.grpo.sampling_correction import SamplingCorrection
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Policy
+from invert4tvg.policy.readout import capture_layers
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
 from invert4tvg.training.base import TrainerBase
@@ -83,11 +84,16 @@ class GRPOTrainer(TrainerBase):
         if args.disable_dropout:
             modelprep.disable_dropout(policy.model)
         # The reference copy is taken before accelerator.prepare wraps the model.
-        # A head's own module (loc, meco) reads the span; the policy gradient reaches only the text tokens, so
-        # the module keeps its warm-start weights in RL (docs/heads.md).
+        # A head's own module (loc, meco) reads the span; the policy gradient reaches only the text tokens, so the
+        # module keeps its warm-start weights in RL unless its supervised loss is kept as an auxiliary term.
         head = head_modules.get(policy.model)
+        if args.head_aux_loss_weight and head is None:
+            raise ValueError(
+                f"head_aux_loss_weight {args.head_aux_loss_weight}: the {policy.name} head has no module of its own "
+                "(only loc and meco do); set it to 0"
+            )
         if head is not None:
-            head.requires_grad_(False)
+            head.requires_grad_(bool(args.head_aux_loss_weight))
         self.ref_model = modelprep.build_reference(policy.model, accelerator) if args.beta != 0.0 else None
         self.prepare(updates_per_step=args.num_iterations)
         modelprep.check_devices(accelerator.device, {"policy": policy.model, "reference": self.ref_model})
@@ -266,7 +272,8 @@ class GRPOTrainer(TrainerBase):
             global_tokens = dist.reduce_sum(self.accelerator, mask.sum().reshape(1))[0]
         normalizer = loss_normalizer(mask, self.loss_config, self.accelerator.num_processes, global_tokens)
         self._correction = self._sampling_correction(rollouts, batch.completion_ids.shape[1], device)
-        totals = {"loss": 0.0, "kl": 0.0, "clipped": 0.0}
+        self._spans = grounding_spans(rollouts.columns) if self.args.head_aux_loss_weight else None
+        totals = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "head_loss": 0.0}
         t0 = time.perf_counter()
         for _ in range(self.args.num_iterations):
             for k, rows in enumerate(micro):
@@ -277,6 +284,10 @@ class GRPOTrainer(TrainerBase):
                     loss, stats, m = self._micro_loss(
                         mb, rows, mask, advantages, old_logps, ref_logps, normalizer
                     )
+                    if self._spans is not None:
+                        head_loss = stats["head_loss"]
+                        loss = loss + self.args.head_aux_loss_weight * head_loss / len(micro)
+                        totals["head_loss"] += head_loss.item() / len(micro) / self.args.num_iterations
                     self.accelerator.backward(loss)
                 totals["loss"] += loss.item() / self.args.num_iterations
                 totals["clipped"] += (stats["clipped"] * m).sum().item() / self.args.num_iterations
@@ -294,7 +305,14 @@ class GRPOTrainer(TrainerBase):
         )
         loss_sum, kl_sum, clipped_sum, tokens = dist.reduce_sum(self.accelerator, sums).tolist()
         tokens = max(tokens, 1.0)
+        head = {}
+        if self._spans is not None:  # the head's supervised loss on this process's grounding completions
+            head = {
+                "head_loss": dist.reduce_sum(self.accelerator, torch.tensor([totals["head_loss"]])).item()
+            }
+            head["head_loss"] /= self.accelerator.num_processes
         return {
+            **head,
             "loss": loss_sum / self.accelerator.num_processes,
             "kl": kl_sum / tokens,
             "clip_frac": clipped_sum / tokens,
@@ -320,7 +338,13 @@ class GRPOTrainer(TrainerBase):
 
     def _micro_loss(self, mb, rows, mask, advantages, old_logps, ref_logps, normalizer):
         """One micro-batch's loss (divided by the whole batch's normaliser), its per-token stats and its mask."""
-        logps = self.policy.completion_logprobs(self.model, mb, self.args.temperature)
+        head_loss = None
+        if self._spans is not None:  # the same forward gives the head's states
+            with capture_layers(self.model, self.policy.hidden_layers) as states:
+                logps = self.policy.completion_logprobs(self.model, mb, self.args.temperature)
+            head_loss = self.policy.rl_head_loss(states, mb, [self._spans[r] for r in rows])
+        else:
+            logps = self.policy.completion_logprobs(self.model, mb, self.args.temperature)
         old = old_logps[rows] if old_logps is not None else logps.detach()
         ref = ref_logps[rows] if ref_logps is not None else None
         m = mask[rows]
@@ -328,6 +352,8 @@ class GRPOTrainer(TrainerBase):
         loss, stats = per_token_loss(logps, old, advantages[rows], m, self.loss_config, ref, weights)
         norm = normalizer[rows] if isinstance(normalizer, torch.Tensor) and normalizer.dim() else normalizer
         loss = aggregate(loss, m, norm, self.loss_config)
+        if head_loss is not None:
+            stats["head_loss"] = head_loss
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite loss ({loss.item()}) at step {self.step + 1}; the run stops. Last good checkpoint: "

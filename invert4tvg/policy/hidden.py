@@ -24,10 +24,10 @@ import torch
 from transformers import BatchFeature
 
 from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
+from invert4tvg.policy.base import Decoded, Policy, SequenceBatch, SupervisedExample
 from invert4tvg.policy.readout import capture_layers, frame_features
 from invert4tvg.rollout.base import Completion, HiddenReadout, HiddenStates, RolloutRequest
-from invert4tvg.training.shared_prefix import MASKABLE_ATTENTION, shared_prefix_batch
+from invert4tvg.training.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBatch, shared_prefix_batch
 
 # Sequences per no-grad decoding forward (prompt + video + answer each).
 DECODE_BATCH = 8
@@ -79,6 +79,15 @@ class HiddenStatePolicy(Policy):
     @property
     def module(self) -> torch.nn.Module:
         return head_modules.get(self.model)
+
+    @property
+    def hidden_layers(self) -> tuple[int, int]:
+        """The layers the head reads: the last (frames) and its token layer."""
+        return (-1, self.token_layer)
+
+    def weights_for_sync(self) -> dict[str, torch.Tensor]:
+        """As every head's, without the module: rollout engines return states, the trainer's module decodes."""
+        return {k: v for k, v in super().weights_for_sync().items() if head_modules.ATTRIBUTE not in k}
 
     def loss_parts(self) -> tuple[str, ...]:
         """Names of the head's loss parts (logged as ``loss/<name>``), in ``loss_weights`` order."""
@@ -238,6 +247,50 @@ class HiddenStatePolicy(Policy):
         # with no grounding example.
         loss = loss + 0.0 * sum(p.sum() for p in self.module.parameters() if p.requires_grad)
         return loss, logged
+
+    def rl_head_loss(
+        self,
+        store: dict[int, torch.Tensor],
+        batch: SequenceBatch | SharedPrefixBatch,
+        spans: Sequence[tuple[float, float, float] | None],
+    ) -> torch.Tensor:
+        """The head's weighted supervised loss on a GRPO micro-batch, from the states of the policy pass
+        (``store``: :func:`capture_layers` of ``hidden_layers`` around it), averaged over the completions with a
+        ground truth (``spans``: per completion row ``(start, end, duration)`` or None) whose answer holds the
+        head's tokens. Either layout: repeated rows, or one shared-prefix row per group."""
+        ids = batch.completion_ids
+        width = ids.shape[1]
+        if isinstance(batch, SharedPrefixBatch):
+            prompt_ids, grid = batch.prompt_inputs["input_ids"], batch.prompt_inputs["video_grid_thw"]
+            group = batch.num_generations
+
+            def where(row: int) -> tuple[int, int]:  # (row of the states, position of completion token 0)
+                return row // group, batch.prompt_length + (row % group) * width
+        else:
+            prompt_ids, grid = batch.inputs["input_ids"], batch.inputs["video_grid_thw"]
+
+            def where(row: int) -> tuple[int, int]:
+                return row, prompt_ids.shape[1] - width
+
+        frames = frame_features(store[-1], prompt_ids, grid, self.video_token_id, self.merge)
+        wanted = (
+            torch.isin(ids, torch.tensor(self.token_ids, device=ids.device)) & batch.completion_mask.bool()
+        )
+        losses = []
+        for row, span in enumerate(spans):
+            if span is None:
+                continue
+            state_row, start = where(row)
+            positions = wanted[row].nonzero()[:, 0]
+            tokens = store[self.token_layer][state_row, start + positions].float()
+            parts = self.head_losses(
+                frames[state_row].float(), tokens, ids[row, positions].tolist(), span[:2], span[2]
+            )
+            if parts:
+                losses.append(sum(w * parts[name] for w, name in zip(self.loss_weights, self.loss_parts())))
+        # Every module parameter is in the graph of every micro-batch (DDP), also one without such completions.
+        zero = 0.0 * sum(p.sum() for p in self.module.parameters() if p.requires_grad)
+        return (torch.stack(losses).mean() if losses else store[-1].new_zeros(())) + zero
 
     def head_config(self) -> dict[str, Any]:
         return {"head": self.name, "loss_weights": list(self.loss_weights)}
