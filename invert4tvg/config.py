@@ -322,11 +322,11 @@ class GRPOArguments(TrainingArguments):
         },
     )
     head_aux_loss_weight: float = field(
-        default=0.0,
+        default=1.0,
         metadata={
-            "help": "loc, meco (heads with a module of their own): weight of the head's supervised loss, on the "
-            "grounding completions' ground truth, added to the GRPO loss; the module then trains with the policy. "
-            "0: the module stays frozen in RL (docs/heads.md)."
+            "help": "Heads with a module of their own (loc, meco): weight of the head's supervised loss, on the "
+            "grounding completions' ground truth, added to the GRPO loss, so the module trains with the policy. "
+            "0: the module stays frozen in RL. Heads without a module have no such loss (docs/heads.md)."
         },
     )
     disable_dropout: bool = field(

@@ -3,7 +3,8 @@
 - a 2-process update equals a 1-process update of the same global batch (loss and gradients), with the ``dapo``
   normaliser over processes whose token counts differ and several micro-batches per process (``no_sync``);
 - the recipe survives an uneven last batch and a process whose whole share fails to decode, keeps the linear LR
-  schedule at its length, logs the whole global batch, and resumes exactly from a mid-run checkpoint.
+  schedule at its length, logs the whole global batch, and resumes exactly from a mid-run checkpoint;
+- a head's own module (loc), used outside the model's forward, trains in SFT and GRPO and resumes.
 """
 
 from __future__ import annotations
@@ -155,9 +156,10 @@ def test_two_process_recipe_uneven_batches_bad_videos_schedule_and_resume(
     shutil.rmtree(tmp_path / "videos")
 
 
-def test_two_process_sft_trains_a_heads_module_and_resumes_it(tiny_model_dir, tiny_bench, tmp_path):
-    """The loc head's module runs outside the model's forward: DDP must still all-reduce its gradients (a step
-    whose process holds only inversion examples included), and a resumed run must end with the same module."""
+def test_two_process_sft_and_grpo_train_a_heads_module(tiny_model_dir, tiny_bench, tmp_path):
+    """The loc head's module runs outside the model's forward: DDP must still all-reduce its gradients, in SFT (a
+    step whose process holds only inversion examples included) and in GRPO (the auxiliary head loss), and a resumed
+    SFT run must end with the same module."""
     train = subset(tiny_bench, tmp_path / "train8.json", 8)
     common = [
         "--config", str(REPO / "recipes/configs/sft_heads_tiny_cpu.yaml"),
@@ -167,20 +169,34 @@ def test_two_process_sft_trains_a_heads_module_and_resumes_it(tiny_model_dir, ti
         "--video_dir", str(tiny_bench / "videos"),
         "--frame_cache_dir", "",
         "--per_device_train_batch_size", "2",
-        "--invert_sft_fraction", "0.5",
-        "--max_steps", "4",
+        "--invert_sft_fraction", "0.25",
+        "--learning_rate", "3e-3",
+        "--max_steps", "16",
         "--report_to", "none",
     ]  # fmt: skip
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    torchrun(2, "sft", *common, "--output_dir", str(straight), "--save_steps", "2")
+    torchrun(2, "sft", *common, "--output_dir", str(straight), "--save_steps", "8")
     torchrun(
         2, "sft", *common, "--output_dir", str(resumed),
-        "--resume_from_checkpoint", str(straight / "checkpoints/step_2"),
+        "--resume_from_checkpoint", str(straight / "checkpoints/step_8"),
     )  # fmt: skip
     rows = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/giou" in r for r in rows), rows  # the head's loss reached the log
-    start = load_file(straight / "checkpoints/step_2/model/invert4tvg_head.safetensors")
+    start = load_file(straight / "checkpoints/step_8/model/invert4tvg_head.safetensors")
     a = load_file(straight / "final/invert4tvg_head.safetensors")
     b = load_file(resumed / "final/invert4tvg_head.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not all(torch.equal(a[k], start[k]) for k in a)  # steps 3 and 4 trained it
+    assert not all(torch.equal(a[k], start[k]) for k in a)  # steps 9 to 16 trained it
+
+    # GRPO from it on 2 processes: the head's loss stays on as an auxiliary term and its module trains
+    # (DDP all-reduces its gradients like the model's)
+    grpo = tmp_path / "grpo"
+    args = recipe_args(tiny_bench, train, straight / "final", grpo)
+    args += ["--prompt_templates", str(REPO / "recipes/configs/prompts/tiny_heads.yaml")]
+    args += ["--per_device_train_batch_size", "2", "--max_steps", "2", "--tvg_probability", "1.0"]
+    args += ["--max_completion_length", "12", "--save_steps", "0", "--frame_cache_dir", ""]
+    torchrun(2, "recipe", *args)
+    rows = [json.loads(x) for x in (grpo / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and any(r["head_loss"] > 0 for r in rows), rows
+    after = load_file(grpo / "final/invert4tvg_head.safetensors")
+    assert not all(torch.equal(a[k], after[k]) for k in a)

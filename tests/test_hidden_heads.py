@@ -177,8 +177,8 @@ def test_save_then_load_gives_identical_spans(head, tiny_model_dir, records, tin
 
 @pytest.mark.parametrize("head", HIDDEN_HEADS)
 def test_sft_eval_and_two_grpo_steps_read_the_heads_span(head, tiny_bench, tiny_model_dir, tmp_path):
-    """SFT (the head learns), eval without a head flag, then GRPO: the reward receives the head's spans, and
-    the head's module leaves GRPO as it came in (frozen)."""
+    """SFT (the head learns), eval without a head flag, then GRPO: the reward receives the head's spans; with
+    ``head_aux_loss_weight 0`` the module leaves GRPO as it came in (frozen), by default it trains."""
     from run_fixtures import grpo_args, small_train
     from safetensors.torch import load_file
 
@@ -223,7 +223,7 @@ def test_sft_eval_and_two_grpo_steps_read_the_heads_span(head, tiny_bench, tiny_
     out = tmp_path / "grpo"
     args = grpo_args(tiny_bench, train, sft / "final", out)
     args += ["--prompt_templates", PROMPTS, "--max_steps", "2", "--save_steps", "0"]
-    args += ["--max_completion_length", "24", "--tvg_probability", "1.0"]
+    args += ["--max_completion_length", "24", "--tvg_probability", "1.0", "--head_aux_loss_weight", "0"]
     args += ["--reward_funcs", "invert4tvg", "pred_span_spy"]
     load_recipe("grpo_qwen25vl").main(args)
     assert len(SEEN) == 2
@@ -236,11 +236,11 @@ def test_sft_eval_and_two_grpo_steps_read_the_heads_span(head, tiny_bench, tiny_
     before, after = load_file(sft / "final" / head_modules.FILE), load_file(out / "final" / head_modules.FILE)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
-    # with the head's supervised loss kept as an auxiliary term, the module trains with the policy
+    # by default the head's supervised loss stays on as an auxiliary term: the module trains with the policy
     aux = tmp_path / "grpo_aux"
     args = grpo_args(tiny_bench, train, sft / "final", aux)
     args += ["--prompt_templates", PROMPTS, "--max_steps", "2", "--save_steps", "0"]
-    args += ["--max_completion_length", "24", "--tvg_probability", "1.0", "--head_aux_loss_weight", "1.0"]
+    args += ["--max_completion_length", "24", "--tvg_probability", "1.0"]
     load_recipe("grpo_qwen25vl").main(args)
     rows = [json.loads(line) for line in (aux / "metrics.jsonl").read_text().splitlines()]
     assert all(r["head_loss"] > 0 for r in rows), rows

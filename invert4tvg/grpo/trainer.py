@@ -87,13 +87,9 @@ class GRPOTrainer(TrainerBase):
         # A head's own module (loc, meco) reads the span; the policy gradient reaches only the text tokens, so the
         # module keeps its warm-start weights in RL unless its supervised loss is kept as an auxiliary term.
         head = head_modules.get(policy.model)
-        if args.head_aux_loss_weight and head is None:
-            raise ValueError(
-                f"head_aux_loss_weight {args.head_aux_loss_weight}: the {policy.name} head has no module of its own "
-                "(only loc and meco do); set it to 0"
-            )
+        self.head_aux_loss_weight = args.head_aux_loss_weight if head is not None else 0.0
         if head is not None:
-            head.requires_grad_(bool(args.head_aux_loss_weight))
+            head.requires_grad_(bool(self.head_aux_loss_weight))
         self.ref_model = modelprep.build_reference(policy.model, accelerator) if args.beta != 0.0 else None
         self.prepare(updates_per_step=args.num_iterations)
         modelprep.check_devices(accelerator.device, {"policy": policy.model, "reference": self.ref_model})
@@ -272,7 +268,7 @@ class GRPOTrainer(TrainerBase):
             global_tokens = dist.reduce_sum(self.accelerator, mask.sum().reshape(1))[0]
         normalizer = loss_normalizer(mask, self.loss_config, self.accelerator.num_processes, global_tokens)
         self._correction = self._sampling_correction(rollouts, batch.completion_ids.shape[1], device)
-        self._spans = grounding_spans(rollouts.columns) if self.args.head_aux_loss_weight else None
+        self._spans = grounding_spans(rollouts.columns) if self.head_aux_loss_weight else None
         totals = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "head_loss": 0.0}
         t0 = time.perf_counter()
         for _ in range(self.args.num_iterations):
@@ -286,7 +282,7 @@ class GRPOTrainer(TrainerBase):
                     )
                     if self._spans is not None:
                         head_loss = stats["head_loss"]
-                        loss = loss + self.args.head_aux_loss_weight * head_loss / len(micro)
+                        loss = loss + self.head_aux_loss_weight * head_loss / len(micro)
                         totals["head_loss"] += head_loss.item() / len(micro) / self.args.num_iterations
                     self.accelerator.backward(loss)
                 totals["loss"] += loss.item() / self.args.num_iterations

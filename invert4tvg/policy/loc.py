@@ -8,8 +8,8 @@ to the video.
 
 SFT loss = text NLL + ``w_bce`` BCE over frames (background frames weighted 0.1) + ``w_l1`` smooth-L1 on the offsets
 + ``w_giou`` (1 - GIoU) of each frame's span, the last two on foreground frames; weights (2, 5, 2) as in
-VideoExpert's code. In GRPO the reward reads the head's span while the policy gradient reaches only text tokens, so
-the head is frozen there (docs/heads.md).
+VideoExpert's code. In GRPO the reward reads the head's span while the policy gradient reaches only text tokens; the
+head's loss stays on as an auxiliary term (``head_aux_loss_weight``, docs/heads.md).
 """
 
 from __future__ import annotations
