@@ -123,6 +123,35 @@ def test_workers_honour_a_heads_token_constraint(pool, setup):
         assert completion.finish_reason == "stop"
 
 
+def test_workers_return_the_hidden_states_a_readout_asks_for(pool, setup):
+    """A head that reads hidden states (loc, meco) gets them from Ray workers' HF engines with the completions."""
+    from invert4tvg.policy.readout import frame_features
+    from invert4tvg.rollout.base import HiddenReadout
+
+    _, policy, requests = setup
+    vocab = policy.model.get_output_embeddings().weight.shape[0]  # (beyond the tokenizer's: padded rows)
+    every_token = HiddenReadout(tuple(range(vocab)), -1)
+    asked = [dataclasses.replace(r, readout=every_token, num_samples=2) for r in requests[:2]]
+    groups = pool.generate(asked, SamplingParams(temperature=1.0, max_tokens=8, seed=5))
+    for request, group in zip(asked, groups):
+        batch = policy.sequence_batch([request], [group[:1]])
+        with torch.no_grad():
+            out = policy.model(**batch.inputs, output_hidden_states=True, use_cache=False)
+        grid, video_id = (
+            batch.inputs["video_grid_thw"],
+            policy.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        )
+        expected = frame_features(out.hidden_states[-1], batch.inputs["input_ids"], grid, video_id, 2)[0]
+        for completion in group:
+            states = completion.hidden
+            torch.testing.assert_close(states.frames, expected, atol=1e-4, rtol=1e-4)
+            # every generated token but possibly the last (never fed back) has its state
+            assert states.token_ids == completion.token_ids[: len(states.token_ids)]
+            assert len(states.token_ids) >= len(completion.token_ids) - 1 and len(states.tokens) == len(
+                states.token_ids
+            )
+
+
 def test_a_worker_dead_between_steps_is_replaced_at_the_next_weight_sync(pool, setup):
     _, policy, requests = setup
     victim = pool.worker_pids()[1]
