@@ -7,7 +7,9 @@ samples of 16 new tokens. Times, interleaved in each round (median of ``--rounds
 - ``generate + readout``: the same request with the head's readout: the HF engine keeps the last layer's states
   (frame features from the prefill, the head tokens' states from the decoding steps) while generating;
 - ``pass over finished sequences``: the no-grad forward the trainer runs for engines that return no hidden
-  states (vLLM), over the same completions.
+  states (vLLM), over the same completions: one shared-prefix row per request;
+- ``... repeated layout``: the same pass with the prompt repeated per answer (its fallback under attention that
+  takes no 4-D mask, e.g. flash attention).
 
     .venv/bin/python benchmarks/head_readout.py [--rounds 5] [--json out.json]
 """
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import invert4tvg  # noqa: F401  (torchvision shim before anything imports transformers)
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
+from invert4tvg.policy import hidden
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.policy.tiny_model import build_tiny_model
 from invert4tvg.rollout.base import SamplingParams
@@ -85,6 +88,7 @@ def main() -> None:
         "generate": [],
         "generate + readout": [],
         "pass over finished sequences": [],
+        "... repeated layout": [],
     }
     for _ in range(args.rounds):
         t0 = time.perf_counter()
@@ -97,6 +101,11 @@ def main() -> None:
         t0 = time.perf_counter()
         policy.hidden_states(with_readout, flat)
         times["pass over finished sequences"].append(time.perf_counter() - t0)
+        hidden.MASKABLE_ATTENTION, maskable = (), hidden.MASKABLE_ATTENTION
+        t0 = time.perf_counter()
+        policy.hidden_states(with_readout, flat)
+        times["... repeated layout"].append(time.perf_counter() - t0)
+        hidden.MASKABLE_ATTENTION = maskable
     medians = {k: statistics.median(v) for k, v in times.items()}
     base = medians["generate"]
     print(
