@@ -7,6 +7,7 @@ a request is processed once, and a video prompt is prefilled once for all of its
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 
 import torch
 from transformers import (
@@ -161,8 +162,10 @@ class HFEngine(RolloutEngine):
             readout = next((r.readout for r in requests if r.readout is not None), None)
             if readout is not None and not videos:
                 readout = None  # frame features need the video
-            layers = (-1, readout.token_layer) if readout is not None else ()
-            with capture_layers(self.model, layers, every_call=True) as calls:
+            capture = nullcontext({})
+            if readout is not None:
+                capture = capture_layers(self.model, (-1, readout.token_layer), every_call=True)
+            with capture as calls:
                 start = shared_prefill(self.model, inputs, counts) if self.shared_prefill else None
                 output = self.model.generate(
                     **(start or repeat_inputs(inputs, counts)),
