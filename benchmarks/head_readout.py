@@ -33,37 +33,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import invert4tvg  # noqa: F401  (torchvision shim before anything imports transformers)
 from invert4tvg.config import ModelArguments
-from invert4tvg.data.frames import DecodedVideo
 from invert4tvg.policy import hidden
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.policy.tiny_model import build_tiny_model
 from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 
-PROMPTS, GROUP, NEW_TOKENS = 2, 8, 16
-FRAMES, SIDE = 32, 224  # 16 temporal patches x (224 / 28)^2 merged tokens = 1,024 visual tokens
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grpo_passes import GROUP, group_request
+
+PROMPTS, NEW_TOKENS = 2, 16
 
 
 def requests(policy):
+    """``PROMPTS`` groups as benchmarks/grpo_passes.py builds them: a random 32-frame 224x224 video, G samples."""
     rng = np.random.default_rng(0)
-    out = []
-    for i in range(PROMPTS):
-        video = DecodedVideo(
-            frames=rng.integers(0, 256, (FRAMES, SIDE, SIDE, 3), dtype=np.uint8),
-            timestamps=np.arange(FRAMES) / 2.0,
-            frame_indices=np.arange(FRAMES) * 15,
-            source_fps=30.0,
-            range_num_frames=FRAMES * 15,
-            path=f"random{i}.mp4",
-        )
-        messages = [
-            {
-                "role": "user",
-                "content": [{"type": "video"}, {"type": "text", "text": "When does the door open?"}],
-            }
-        ]
-        out.append(policy.rollout_request(messages, video, GROUP, f"r{i}"))
-    return out
+    return [group_request(policy, rng) for _ in range(PROMPTS)]
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from invert4tvg.training.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBa
 
 # Sequences per no-grad decoding forward (prompt + video + answer each).
 DECODE_BATCH = 8
+DEFAULT_WIDTH = 256  # the module's channels [default: neither paper gives a size that fits every model]
 
 
 def frame_centres(frames: int) -> torch.Tensor:
@@ -54,27 +55,42 @@ class HiddenStatePolicy(Policy):
 
     #: The layer the head reads at its special tokens (frames always use the last).
     token_layer: ClassVar[int] = -1
-    #: The SFT loss weights of the head's parts, in ``loss_parts`` order (the LM loss has weight 1).
+    #: Names of the head's loss parts (logged as ``loss/<name>``) and their default SFT weights (LM has weight 1).
+    loss_parts: ClassVar[tuple[str, ...]] = ()
     default_loss_weights: ClassVar[tuple[float, ...]] = ()
 
     def __init__(
-        self, model: torch.nn.Module, processor, module: torch.nn.Module, loss_weights: Sequence[float] = ()
+        self,
+        model: torch.nn.Module,
+        processor,
+        width: int = DEFAULT_WIDTH,
+        loss_weights: Sequence[float] = (),
     ) -> None:
         super().__init__(model, processor)
-        if head_modules.get(model) is None:
-            head_modules.attach(
-                model, module
-            )  # else: a model that already carries this head (a reference copy)
+        self.width = width
+        head_modules.attach(model, self.build_module(model.config.text_config.hidden_size, width))
         tokenizer = processor.tokenizer
         self.token_ids = [tokenizer.convert_tokens_to_ids(t) for t in self.extra_special_tokens]
         self.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
         self.merge = processor.video_processor.merge_size
         self.loss_weights = tuple(loss_weights) or self.default_loss_weights
-        if len(self.loss_weights) != len(self.default_loss_weights):
+        if len(self.loss_weights) != len(self.loss_parts):
             raise ValueError(
-                f"head_loss_weights: the {self.name} head has {len(self.default_loss_weights)} weighted parts "
-                f"({', '.join(self.loss_parts())}), got {list(self.loss_weights)}"
+                f"head_loss_weights: the {self.name} head has {len(self.loss_parts)} weighted parts "
+                f"({', '.join(self.loss_parts)}), got {list(self.loss_weights)}"
             )
+
+    @classmethod
+    def from_options(cls, model, processor, options: dict[str, Any]) -> HiddenStatePolicy:
+        return cls(
+            model,
+            processor,
+            width=int(options.get("width") or DEFAULT_WIDTH),
+            loss_weights=options.get("loss_weights") or (),
+        )
+
+    def head_config(self) -> dict[str, Any]:
+        return {"head": self.name, "width": self.width, "loss_weights": list(self.loss_weights)}
 
     @property
     def module(self) -> torch.nn.Module:
@@ -89,11 +105,11 @@ class HiddenStatePolicy(Policy):
         """As every head's, without the module: rollout engines return states, the trainer's module decodes."""
         return {k: v for k, v in super().weights_for_sync().items() if head_modules.ATTRIBUTE not in k}
 
-    def loss_parts(self) -> tuple[str, ...]:
-        """Names of the head's loss parts (logged as ``loss/<name>``), in ``loss_weights`` order."""
+    # -- what subclasses implement --------------------------------------------------------------------------
+    def build_module(self, hidden_size: int, width: int) -> torch.nn.Module:
+        """The head's own module for a language model of ``hidden_size``, ``width`` channels wide."""
         raise NotImplementedError
 
-    # -- what subclasses implement --------------------------------------------------------------------------
     def head_losses(
         self, frames: torch.Tensor, tokens: torch.Tensor, token_ids: list[int], span: tuple[float, float],
         duration: float,
@@ -229,7 +245,7 @@ class HiddenStatePolicy(Policy):
         with capture_layers(model, (-1, self.token_layer)) as store:
             outputs = model(**inputs, labels=labels, use_cache=False)
         grounding = [row for row, e in enumerate(examples) if e.span is not None]
-        parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.loss_parts()}
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.loss_parts}
         if grounding:
             for row, frames, tokens, ids in self._states(store, inputs, grounding, labels != -100):
                 example = examples[row]
@@ -287,10 +303,7 @@ class HiddenStatePolicy(Policy):
                 frames[state_row].float(), tokens, ids[row, positions].tolist(), span[:2], span[2]
             )
             if parts:
-                losses.append(sum(w * parts[name] for w, name in zip(self.loss_weights, self.loss_parts())))
+                losses.append(sum(w * parts[name] for w, name in zip(self.loss_weights, self.loss_parts)))
         # Every module parameter is in the graph of every micro-batch (DDP), also one without such completions.
         zero = 0.0 * sum(p.sum() for p in self.module.parameters() if p.requires_grad)
         return (torch.stack(losses).mean() if losses else store[-1].new_zeros(())) + zero
-
-    def head_config(self) -> dict[str, Any]:
-        return {"head": self.name, "loss_weights": list(self.loss_weights)}

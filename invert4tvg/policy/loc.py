@@ -14,8 +14,6 @@ head's loss stays on as an auxiliary term (``head_aux_loss_weight``, docs/heads.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
@@ -24,13 +22,12 @@ from invert4tvg.policy.hidden import HiddenStatePolicy, frame_centres, frame_lab
 
 LOC = "<LOC>"
 BACKGROUND_WEIGHT = 0.1  # [VideoExpert code] BCE weight of frames outside the span
-DEFAULT_WIDTH = 256  # channels of the convolutions [default: the paper does not give it]
 
 
 class TemporalHead(torch.nn.Module):
     """``<LOC>`` state -> MLP, added to the frame features; three k=3 convolutions -> (logit, left, right)."""
 
-    def __init__(self, hidden_size: int, width: int = DEFAULT_WIDTH) -> None:
+    def __init__(self, hidden_size: int, width: int) -> None:
         super().__init__()
         self.query = torch.nn.Sequential(
             torch.nn.Linear(hidden_size, hidden_size),
@@ -89,29 +86,12 @@ class LocPolicy(HiddenStatePolicy):
     name = "loc"
     extra_special_tokens = (LOC,)
     token_layer = -1
-    default_loss_weights = (2.0, 5.0, 2.0)  # [VideoExpert code] BCE, smooth-L1, GIoU
+    loss_parts = ("bce", "l1", "giou")
+    default_loss_weights = (2.0, 5.0, 2.0)  # [VideoExpert code]
     answer_instruction = f"Answer with the location token, exactly: During {LOC}."
 
-    def __init__(self, model, processor, width: int = DEFAULT_WIDTH, loss_weights=()) -> None:
-        self.width = width
-        super().__init__(
-            model, processor, TemporalHead(model.config.text_config.hidden_size, width), loss_weights
-        )
-
-    @classmethod
-    def from_options(cls, model, processor, options: dict[str, Any]) -> LocPolicy:
-        return cls(
-            model,
-            processor,
-            width=int(options.get("width") or DEFAULT_WIDTH),
-            loss_weights=options.get("loss_weights") or (),
-        )
-
-    def head_config(self) -> dict[str, Any]:
-        return {**super().head_config(), "width": self.width}
-
-    def loss_parts(self) -> tuple[str, ...]:
-        return ("bce", "l1", "giou")
+    def build_module(self, hidden_size: int, width: int) -> TemporalHead:
+        return TemporalHead(hidden_size, width)
 
     def tvg_target(self, query: str, start: float, end: float, duration: float) -> str:
         return f"During {LOC}."

@@ -16,15 +16,13 @@ frames assigned to the first ``<ent>`` is the span.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from invert4tvg.policy.base import Decoded
-from invert4tvg.policy.hidden import HiddenStatePolicy, frame_labels
+from invert4tvg.policy.hidden import DEFAULT_WIDTH, HiddenStatePolicy, frame_labels
 
 EVENT, TRANSITION = "<ent>", "<tst>"
-DEFAULT_WIDTH = 256  # [default] dimension of the shared space (the paper does not give it)
 CLIP_TEMPERATURE = 0.07  # [paper: CLIP's initialisation]
 
 
@@ -37,7 +35,7 @@ def _projector(hidden_size: int, width: int) -> torch.nn.Module:
 class StructuralGrounding(torch.nn.Module):
     """Projects structural tokens and frames into one space; log p(frame t | token i), a softmax over frames."""
 
-    def __init__(self, hidden_size: int, width: int = DEFAULT_WIDTH) -> None:
+    def __init__(self, hidden_size: int, width: int) -> None:
         super().__init__()
         self.tokens = _projector(hidden_size, width)
         self.frames = _projector(hidden_size, width)
@@ -107,6 +105,7 @@ class MecoPolicy(HiddenStatePolicy):
     name = "meco"
     extra_special_tokens = (EVENT, TRANSITION)
     token_layer = -2  # [paper] structural tokens are read one layer before the last
+    loss_parts = ("st",)
     default_loss_weights = (1.0,)  # [paper] LM + L_ST, unweighted
     answer_instruction = (
         f"Go through the video in time order: write {TRANSITION} for a stretch where the event does not happen, "
@@ -114,25 +113,11 @@ class MecoPolicy(HiddenStatePolicy):
     )
 
     def __init__(self, model, processor, width: int = DEFAULT_WIDTH, loss_weights=()) -> None:
-        self.width = width
-        grounding = StructuralGrounding(model.config.text_config.hidden_size, width)
-        super().__init__(model, processor, grounding, loss_weights)
+        super().__init__(model, processor, width, loss_weights)
         self.event_id = processor.tokenizer.convert_tokens_to_ids(EVENT)
 
-    @classmethod
-    def from_options(cls, model, processor, options: dict[str, Any]) -> MecoPolicy:
-        return cls(
-            model,
-            processor,
-            width=int(options.get("width") or DEFAULT_WIDTH),
-            loss_weights=options.get("loss_weights") or (),
-        )
-
-    def head_config(self) -> dict[str, Any]:
-        return {**super().head_config(), "width": self.width}
-
-    def loss_parts(self) -> tuple[str, ...]:
-        return ("st",)
+    def build_module(self, hidden_size: int, width: int) -> StructuralGrounding:
+        return StructuralGrounding(hidden_size, width)
 
     def tvg_target(self, query: str, start: float, end: float, duration: float) -> str:
         return " ".join(
