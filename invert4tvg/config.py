@@ -455,22 +455,14 @@ class SFTArguments(TrainingArguments):
 def parse_config(
     types: tuple[type, ...], argv: list[str] | None = None, ignore_unknown: bool = False
 ) -> tuple[Any, ...]:
-    """``--config file.yaml`` plus ``--field value`` overrides (the command line wins), TRL style.
+    """``--config file.yaml`` plus ``--field value`` overrides (the command line wins), TRL style; every field's
+    type and range checked, unknown keys and flags refused with the closest field (``config_parser.py``).
 
-    Unknown keys are errors, except with ``ignore_unknown`` (reading a training config for its data and model
+    ``ignore_unknown`` passes over YAML keys of other dataclasses (reading a training config for its data and model
     settings only, as ``invert4tvg eval`` does)."""
-    from trl import TrlParser
+    from invert4tvg.config_parser import parse
 
-    parser = TrlParser(types)
-    if argv is not None and ("-h" in argv or "--help" in argv):
-        # TrlParser takes --config out of the arguments itself, so it is not among the dataclass fields --help lists.
-        parser.add_argument(
-            "--config",
-            help="YAML file of these fields (recipes/configs/); a --field value on the command line wins over it",
-        )
-    if ignore_unknown:
-        return parser.parse_args_and_config(args=argv, fail_with_unknown_args=False)
-    return parser.parse_args_and_config(args=argv)
+    return parse(types, argv, ignore_unknown)
 
 
 def to_dict(*configs: Any) -> dict[str, Any]:

@@ -49,7 +49,9 @@ class TrainerBase:
             if args.max_steps > 0
             else math.ceil(args.num_train_epochs * self.stream.steps_per_epoch)
         )
-        self.video_budget = VideoFailureBudget(max_bad_video_fraction)
+        self.video_budget = VideoFailureBudget(
+            max_bad_video_fraction, total=len({getattr(r, "video", None) for r in records})
+        )
         self.step = 0
 
     def prepare(self, updates_per_step: int = 1) -> None:
