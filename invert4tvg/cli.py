@@ -9,8 +9,7 @@ import logging
 import sys
 from typing import NoReturn
 
-from invert4tvg.config_parser import suggestion
-from invert4tvg.errors import EXIT_USER_ERROR, UserError
+from invert4tvg.errors import EXIT_USER_ERROR, UserError, did_you_mean
 
 # Subcommand modules, in the order `invert4tvg --help` lists them.
 COMMANDS = (
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         command = _chosen(parser, args)
         options = [o for action in command._actions for o in action.option_strings]
         unknown = next((a for a in extra if a.startswith("-")), extra[0]).split("=", 1)[0]
-        command.error(f"unrecognized argument {unknown}{suggestion(unknown, options)}")
+        command.error(f"unrecognized argument {unknown}{did_you_mean(unknown, options)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from invert4tvg.errors import UserError
+from invert4tvg.errors import UserError, did_you_mean
 
 
 class ConfigError(UserError, ValueError):
@@ -154,7 +154,7 @@ def check_fields(args: Any) -> None:
             if bad:
                 raise ConfigError(
                     f"{f.name}: {bad[0]!r} is not one of {', '.join(CHOICES[f.name])}"
-                    + _close(str(bad[0]), CHOICES[f.name]),
+                    + did_you_mean(str(bad[0]), CHOICES[f.name]),
                     f.name,
                 )
     pairs = (("video_min_frames", "video_max_frames"), ("video_min_pixels", "video_max_pixels"))
@@ -173,13 +173,6 @@ def check_fields(args: Any) -> None:
             )
         if args.invert_tasks and not sum(weights) > 0:
             raise ConfigError("invert_task_weights must not all be 0", "invert_task_weights")
-
-
-def _close(value: str, choices: tuple[str, ...]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.6)
-    return f"; did you mean `{close[0]}`?" if close else ""
 
 
 def check_rewards(names: list[str], weights: list[float] | None) -> None:

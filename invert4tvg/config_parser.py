@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import math
 import os
 import sys
@@ -27,14 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from invert4tvg.config_checks import ConfigError, check_fields
+from invert4tvg.errors import did_you_mean
 
 _NONE = type(None)
-
-
-def suggestion(name: str, known: typing.Iterable[str]) -> str:
-    """`` (did you mean `x`?)`` for the closest of ``known``, or ""."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean `{close[0]}`?" if close else ""
 
 
 def _describe(value: Any) -> str:
@@ -195,7 +189,7 @@ def parse(
             if key not in fields:
                 if ignore_unknown:
                     continue
-                raise ConfigError(f"{config}: unknown field `{key}`{suggestion(str(key), fields)}")
+                raise ConfigError(f"{config}: unknown field `{key}`{did_you_mean(str(key), fields)}")
             try:
                 from_file[key] = coerce(fields[key][1], value)
             except TypeError as err:
@@ -209,7 +203,7 @@ def parse(
     if remaining:
         unknown = next((a for a in remaining if a.startswith("-")), remaining[0])
         name = unknown.lstrip("-").split("=", 1)[0]
-        hint = suggestion(f"--{name}", [f"--{n}" for n in fields])
+        hint = did_you_mean(f"--{name}", [f"--{n}" for n in fields])
         where = (
             "command line: unknown flag" if unknown.startswith("-") else "command line: unexpected argument"
         )

@@ -9,8 +9,17 @@ traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 EXIT_USER_ERROR = 2  # argparse's status for a usage error
 
 
 class UserError(Exception):
     """An expected mistake in the input; its message names the file, field, flag or sample and what to do."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``; did you mean `x`?`` naming the closest of ``known``, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
