@@ -27,11 +27,11 @@ import torch
 import invert4tvg  # noqa: F401  (torchvision shim before anything imports transformers)
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
+from invert4tvg.modeling.shared_prefix import shared_prefix_batch
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.policy.tiny_model import build_tiny_model
 from invert4tvg.rollout.base import Completion, SamplingParams
 from invert4tvg.rollout.hf import HFEngine
-from invert4tvg.training.shared_prefix import shared_prefix_batch
 
 GROUP = 8
 PARTS = ("rollout", "old", "ref", "update")

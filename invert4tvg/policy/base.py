@@ -22,9 +22,9 @@ import torch
 from transformers import BatchFeature
 
 from invert4tvg.data.frames import DecodedVideo
-from invert4tvg.policy.processing import processor_inputs, render_prompt, select_inputs, vision_token_ids
+from invert4tvg.modeling.logprobs import constrained_logprobs, hidden_states_at, token_logprobs
+from invert4tvg.modeling.processing import processor_inputs, render_prompt, select_inputs, vision_token_ids
 from invert4tvg.rollout.base import Completion, HiddenReadout, RolloutRequest, TokenConstraint
-from invert4tvg.training.logprobs import constrained_logprobs, hidden_states_at, token_logprobs
 
 # Written next to every saved model (final/, checkpoints' model/): which head decodes it, with its options.
 HEAD_FILE = "invert4tvg_head.json"

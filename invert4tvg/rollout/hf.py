@@ -18,8 +18,9 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from invert4tvg.policy.processing import eos_token_ids, processor_inputs, repeat_inputs, vision_token_ids
-from invert4tvg.policy.readout import capture_layers, generation_readouts
+from invert4tvg.modeling.prefill import shared_prefill
+from invert4tvg.modeling.processing import eos_token_ids, processor_inputs, repeat_inputs, vision_token_ids
+from invert4tvg.modeling.readout import capture_layers, generation_readouts
 from invert4tvg.rollout.base import (
     Completion,
     RolloutEngine,
@@ -29,7 +30,6 @@ from invert4tvg.rollout.base import (
     TokenConstraint,
     check_room,
 )
-from invert4tvg.rollout.prefill import shared_prefill
 
 
 class _SampledTokenLogprobs(LogitsProcessor):

@@ -114,7 +114,7 @@ class VLLMEngine(RolloutEngine):
             ) from err
         from transformers import AutoProcessor
 
-        from invert4tvg.policy.processing import video_processor_kwargs, vision_token_ids
+        from invert4tvg.modeling.processing import video_processor_kwargs, vision_token_ids
 
         self._vllm = vllm
         self.model_args = model
