@@ -23,7 +23,7 @@ import torch
 from transformers import BatchFeature
 
 from invert4tvg.modeling.processing import select_inputs
-from invert4tvg.policy.base import SequenceBatch
+from invert4tvg.modeling.sequences import SequenceBatch
 
 MASKABLE_ATTENTION = ("sdpa", "eager")
 

@@ -23,11 +23,12 @@ from typing import Any, ClassVar
 import torch
 from transformers import BatchFeature
 
-from invert4tvg.modeling.readout import capture_layers, frame_features
+from invert4tvg.modeling.readout import HiddenReadout, HiddenStates, capture_layers, frame_features
+from invert4tvg.modeling.sequences import SequenceBatch
 from invert4tvg.modeling.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBatch, shared_prefix_batch
 from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import Decoded, Policy, SequenceBatch, SupervisedExample
-from invert4tvg.rollout.base import Completion, HiddenReadout, HiddenStates, RolloutRequest
+from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
+from invert4tvg.rollout.base import Completion, RolloutRequest
 
 # Sequences per no-grad decoding forward (prompt + video + answer each).
 DECODE_BATCH = 8

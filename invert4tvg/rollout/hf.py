@@ -18,6 +18,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from invert4tvg.modeling.logprobs import TokenConstraint
 from invert4tvg.modeling.prefill import shared_prefill
 from invert4tvg.modeling.processing import eos_token_ids, processor_inputs, repeat_inputs, vision_token_ids
 from invert4tvg.modeling.readout import capture_layers, generation_readouts
@@ -27,7 +28,6 @@ from invert4tvg.rollout.base import (
     RolloutRequest,
     SamplingParams,
     StaleWeightsError,
-    TokenConstraint,
     check_room,
 )
 

@@ -45,6 +45,7 @@ import torch
 
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
+from invert4tvg.modeling.processing import video_processor_kwargs, vision_token_ids
 from invert4tvg.rollout.base import (
     Completion,
     RolloutEngine,
@@ -113,8 +114,6 @@ class VLLMEngine(RolloutEngine):
                 f"import failed: {err}"
             ) from err
         from transformers import AutoProcessor
-
-        from invert4tvg.modeling.processing import video_processor_kwargs, vision_token_ids
 
         self._vllm = vllm
         self.model_args = model
