@@ -5,7 +5,7 @@ tokens. Times the rollout (HF generate, 16 new tokens per sample; one prefill pe
 old-policy and reference passes (no grad) and the update pass (forward + backward) in both layouts,
 interleaved in one run (median of ``REPEATS``), then, each in a fresh process, the peak memory of the log-prob pass
 with the tiny model's LM head widened to Qwen2.5-VL's 151,936-token vocabulary and completions of 256 to 320 tokens:
-full-vocabulary logits for the micro-batch (the computation before invert4tvg.training.logprobs) vs chunked log-probs. Run through
+full-vocabulary logits for the micro-batch (the computation before invert4tvg.modeling.logprobs) vs chunked log-probs. Run through
 ``python benchmarks/grpo_step.py --video-heavy``.
 """
 

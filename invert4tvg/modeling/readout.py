@@ -117,7 +117,7 @@ def generation_readouts(
     forward's, captured with ``capture_layers(every_call=True)``).
 
     ``prefilled``: the prompts (all but their last token) ran once per request before ``generate``
-    (``rollout/prefill.py``), whose first forward then feeds the last prompt token; otherwise the first forward
+    (``modeling/prefill.py``), whose first forward then feeds the last prompt token; otherwise the first forward
     is the whole prompt repeated per sample. Either way, the forward after the one that sampled completion token
     ``j`` feeds it back, and its state at the token layer is that token's.
     """

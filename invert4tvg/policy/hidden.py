@@ -176,7 +176,7 @@ class HiddenStatePolicy(Policy):
         """The readout of finished sequences (``(request index, completion)`` pairs) for engines that return none
         (vLLM): no-grad forwards keeping only the two layers the head reads. With SDPA or eager attention a
         request's completions go in one shared-prefix row (the prompt and its video once, as generation's
-        prefill: ``training/shared_prefix.py``); otherwise ``DECODE_BATCH`` repeated-layout sequences at a time."""
+        prefill: ``modeling/shared_prefix.py``); otherwise ``DECODE_BATCH`` repeated-layout sequences at a time."""
         if not completions:
             return []
         device = next(self.model.parameters()).device

@@ -1,7 +1,7 @@
 """In-process rollouts with transformers ``generate``: batched, left-padded, vision placeholders suppressed.
 
 Used where there is no vLLM (CPU machines, tests, the demo) and inside Ray actors (``backend: ray-hf``). The video of
-a request is processed once, and a video prompt is prefilled once for all of its samples (``rollout/prefill.py``).
+a request is processed once, and a video prompt is prefilled once for all of its samples (``modeling/prefill.py``).
 """
 
 from __future__ import annotations

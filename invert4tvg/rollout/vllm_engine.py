@@ -3,7 +3,7 @@ vLLM 0.32.0 and tested on CPU against a fake vLLM built from its signatures (``t
 
 What keeps vLLM's rollouts identical in meaning to the trainer's forward passes:
 
-- **Video timing.** Each request carries ``(frames, video_metadata)`` exactly as ``policy/processing.py`` gives
+- **Video timing.** Each request carries ``(frames, video_metadata)`` exactly as ``modeling/processing.py`` gives
   them to the transformers processor, with the same overrides (``video_processor_kwargs``), so vLLM's HF
   processor call derives the same ``second_per_grid_ts`` (temporal mRoPE) as the trainer. vLLM only forwards the
   metadata of Qwen2.5-VL videos since vllm-project/vllm#47736 (merged 2026-07; before it, pre-decoded videos got
