@@ -121,7 +121,7 @@ def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerat
         return step(*a, **k)
 
     trainer.optimizer.step = record_then_step
-    stats = trainer._update(rollouts, advantages.values)
+    stats = trainer.optimise(trainer.prepare_batch(rollouts, advantages.values))
     result = {"loss": stats["loss"], "kl": stats["kl"], "world": world}
     if accelerator.is_main_process:
         Path(out).mkdir(parents=True, exist_ok=True)
