@@ -23,15 +23,15 @@ from invert4tvg.grpo.experience import Rollouts, grounding_spans, rollouts_from_
 from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
 from invert4tvg.grpo.metrics import gather_for_metrics, step_metrics
 from invert4tvg.grpo.sampling_correction import SamplingCorrection
+from invert4tvg.modeling.readout import capture_layers
+from invert4tvg.modeling.shared_prefix import check_attention, micro_batches, shared_prefix_batch
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Policy
-from invert4tvg.policy.readout import capture_layers
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
 from invert4tvg.training import fsdp
 from invert4tvg.training.base import TrainerBase
 from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
-from invert4tvg.training.shared_prefix import check_attention, micro_batches, shared_prefix_batch
 from invert4tvg.training.stops import StopSignals
 
 logger = logging.getLogger(__name__)

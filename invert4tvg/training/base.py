@@ -17,6 +17,7 @@ from invert4tvg.config import TrainingArguments
 from invert4tvg.policy.base import Policy
 from invert4tvg.training import checkpoint as ckpt
 from invert4tvg.training import fsdp
+from invert4tvg.training.guards import check_parameters
 from invert4tvg.training.optim import build_optimizer
 from invert4tvg.training.output_dir import save_final
 from invert4tvg.training.run_log import MetricsLog
@@ -89,6 +90,10 @@ class TrainerBase:
         }
 
     def save(self) -> Path:
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        check_parameters(
+            unwrapped, self.step, self.run_dir, what="before saving step"
+        )  # never checkpoint NaN
         return ckpt.save_checkpoint(
             self.run_dir,
             self.step,
