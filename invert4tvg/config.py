@@ -256,6 +256,14 @@ class TrainingArguments:
     logprob_batch_size: int = field(
         default=16, metadata={"help": "Sequences per forward/backward micro-batch."}
     )
+    fsdp: str = field(
+        default="",
+        metadata={
+            "help": "full_shard: shard the policy and its reference over the processes with FSDP2, one group per "
+            "decoder layer and vision block (transformers' name; docs/training.md, 'Sharded training'). Empty: "
+            "every process holds the whole model (DDP)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.report_to, str):
@@ -263,6 +271,10 @@ class TrainingArguments:
         self.report_to = [r for r in self.report_to if r != "none"]  # transformers' "none" = no tracker
         check_report_to(self.report_to)
         check_training_arguments(self)  # at parse time, before a model, data or output_dir is touched
+        if self.fsdp not in ("", "full_shard"):
+            raise ValueError(
+                f"fsdp: {self.fsdp!r} is not supported; use full_shard (FSDP2) or leave it empty (DDP)"
+            )
 
 
 @dataclass

@@ -27,6 +27,7 @@ from invert4tvg.modeling.shared_prefix import check_attention, micro_batches, sh
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
+from invert4tvg.training import fsdp
 from invert4tvg.training.base import TrainerBase
 from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
 from invert4tvg.training.phases import StepTimer
@@ -85,16 +86,20 @@ class GRPOTrainer(TrainerBase):
         # A head with a loss of its own (loc, meco) may keep it as an auxiliary term (0: none).
         self.aux_loss_weight = policy.prepare_rl(args.head_aux_loss_weight)
         # The reference copy is taken before accelerator.prepare wraps the model.
-        self.ref_model = modelprep.build_reference(policy.model, accelerator) if args.beta != 0.0 else None
+        self.ref_model = (
+            modelprep.build_reference(policy.model, accelerator, sharded=bool(args.fsdp))
+            if args.beta != 0.0
+            else None
+        )
         self.prepare(updates_per_step=args.num_iterations)
+        if getattr(engine, "shares_model", False):
+            fsdp.generate_gathered(engine, self.model)  # sharded: one all-gather per generate call
         modelprep.check_devices(accelerator.device, {"policy": policy.model, "reference": self.ref_model})
 
     def _ref_context(self):
-        """Reference passes: the frozen copy runs under the same autocast as the policy; with LoRA the policy itself
-        runs with the reference adapter (or with adapters disabled), see ``modelprep.build_reference``."""
-        if self.ref_model is not None:
-            return self.accelerator.autocast()
-        return modelprep.reference_context(self.accelerator.unwrap_model(self.model), None)
+        """Reference passes: the frozen copy carries the policy's autocast itself; with LoRA the policy itself runs
+        with the reference adapter (or with adapters disabled), see ``modelprep.build_reference``."""
+        return modelprep.reference_context(self.accelerator.unwrap_model(self.model), self.ref_model)
 
     # -- state ----------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
