@@ -3,11 +3,16 @@ touched (and before a failed run leaves ``metadata.json`` or a TensorBoard direc
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any
 
+import rewards
 from invert4tvg.errors import UserError, did_you_mean
+
+# tracker -> the module it needs
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 class ConfigError(UserError, ValueError):
@@ -37,6 +42,18 @@ def check_training_arguments(args: Any) -> None:
         raise ConfigError(
             f"learning_rate must be a finite number >= 0, got {args.learning_rate}", "learning_rate"
         )
+
+
+def check_report_to(report_to: list[str]) -> None:
+    for name in report_to:
+        if name not in TRACKERS:
+            raise ConfigError(f"report_to: unknown tracker {name!r}; use {', '.join(TRACKERS)} or none")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            extra = " (pip install 'invert4tvg[wandb]')" if name == "wandb" else ""
+            raise ConfigError(
+                f"report_to {name}: {TRACKERS[name]} is not installed{extra}; install it or remove {name} from "
+                "report_to (--report_to none logs to metrics.jsonl only)"
+            )
 
 
 def check_grpo_arguments(args: Any) -> None:
@@ -115,6 +132,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "rollout_backend": ("hf", "ray-hf", "vllm", "ray-vllm"),
     "vllm_importance_sampling_mode": ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"),
     "invert_sft_tasks": ("vc", "ar", "vd"),
+    "fsdp": ("", "full_shard"),
 }
 
 
@@ -176,8 +194,6 @@ def check_fields(args: Any) -> None:
 
 
 def check_rewards(names: list[str], weights: list[float] | None) -> None:
-    import rewards
-
     if not names:
         raise ConfigError(
             "reward_funcs is empty: name at least one reward (see docs/rewards.md)", "reward_funcs"

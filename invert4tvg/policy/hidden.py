@@ -23,11 +23,12 @@ from typing import Any, ClassVar
 import torch
 from transformers import BatchFeature
 
+from invert4tvg.modeling.readout import HiddenReadout, HiddenStates, capture_layers, frame_features
+from invert4tvg.modeling.sequences import SequenceBatch
+from invert4tvg.modeling.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBatch, shared_prefix_batch
 from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import Decoded, Policy, SequenceBatch, SupervisedExample
-from invert4tvg.policy.readout import capture_layers, frame_features
-from invert4tvg.rollout.base import Completion, HiddenReadout, HiddenStates, RolloutRequest
-from invert4tvg.training.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBatch, shared_prefix_batch
+from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
+from invert4tvg.rollout.base import Completion, RolloutRequest
 
 # Sequences per no-grad decoding forward (prompt + video + answer each).
 DECODE_BATCH = 8
@@ -53,6 +54,7 @@ def frame_labels(frames: int, start: float, end: float, duration: float) -> torc
 class HiddenStatePolicy(Policy):
     """A head whose span is read from hidden states by a module of its own (attached to the model)."""
 
+    has_aux_loss = True
     #: The layer the head reads at its special tokens (frames always use the last).
     token_layer: ClassVar[int] = -1
     #: Names of the head's loss parts (logged as ``loss/<name>``) and their default SFT weights (LM has weight 1).
@@ -175,7 +177,7 @@ class HiddenStatePolicy(Policy):
         """The readout of finished sequences (``(request index, completion)`` pairs) for engines that return none
         (vLLM): no-grad forwards keeping only the two layers the head reads. With SDPA or eager attention a
         request's completions go in one shared-prefix row (the prompt and its video once, as generation's
-        prefill: ``training/shared_prefix.py``); otherwise ``DECODE_BATCH`` repeated-layout sequences at a time."""
+        prefill: ``modeling/shared_prefix.py``); otherwise ``DECODE_BATCH`` repeated-layout sequences at a time."""
         if not completions:
             return []
         device = next(self.model.parameters()).device
@@ -263,6 +265,25 @@ class HiddenStatePolicy(Policy):
         # with no grounding example.
         loss = loss + 0.0 * sum(p.sum() for p in self.module.parameters() if p.requires_grad)
         return loss, logged
+
+    def prepare_rl(self, aux_loss_weight: float) -> float:
+        """The module reads the span, but the policy gradient reaches only the text tokens: it keeps its warm-start
+        weights in RL unless its supervised loss is kept as an auxiliary term (``aux_loss_weight`` > 0)."""
+        self.module.requires_grad_(bool(aux_loss_weight))
+        return aux_loss_weight
+
+    def rl_logprobs(
+        self,
+        model: torch.nn.Module,
+        batch: SequenceBatch | SharedPrefixBatch,
+        temperature: float = 1.0,
+        spans: Sequence[tuple[float, float, float] | None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if spans is None:
+            return self.completion_logprobs(model, batch, temperature), None
+        with capture_layers(model, self.hidden_layers) as states:  # the same forward gives the head's states
+            logps = self.completion_logprobs(model, batch, temperature)
+        return logps, self.rl_head_loss(states, batch, spans)
 
     def rl_head_loss(
         self,

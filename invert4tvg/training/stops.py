@@ -24,6 +24,9 @@ from types import FrameType
 
 import torch
 
+from invert4tvg.errors import EXIT_USER_ERROR, UserError
+from rewards.errors import RewardOutputError
+
 logger = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -120,9 +123,6 @@ def run_main(main, argv: list[str]):
     checkpoint that cannot be resumed, a reward returning a non-number) is one line and exit code 2, not a traceback.
     A configuration or data error is met by every process alike, so only the first prints it; a reward's output
     is each process's own."""
-    from invert4tvg.errors import EXIT_USER_ERROR, UserError
-    from rewards.errors import RewardOutputError
-
     try:
         return main(argv)
     except (UserError, RewardOutputError) as err:
