@@ -92,7 +92,7 @@ class GRPOTrainer(TrainerBase):
         if head is not None:
             head.requires_grad_(bool(self.head_aux_loss_weight))
         self.ref_model = (
-            modelprep.build_reference(policy.model, accelerator, sharded=bool(args.fsdp))
+            modelprep.build_reference(policy.model, accelerator, sharded=fsdp.enabled(args, accelerator))
             if args.beta != 0.0
             else None
         )
