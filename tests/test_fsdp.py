@@ -84,6 +84,8 @@ def test_fsdp2_recipe_sharded_checkpoint_resumes_bit_exact_and_final_loads(
     torchrun(
         2, "recipe", *recipe_args(tiny_bench, train, tiny_model_dir, straight), *common, "--save_steps", "2"
     )
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["sequences"] == 4  # 2 processes x 1 video x 2 completions
     checkpoint = straight / "checkpoints/step_2"
     assert (checkpoint / "sharded/.metadata").is_file() and not (checkpoint / "optimizer.pt").exists()
     assert not list((checkpoint / "model").glob("*.safetensors"))  # the weights live in the shards

@@ -65,9 +65,15 @@ class Shapes:
 
 def shapes(model_name_or_path: str, lora_r: int = 0, lora_targets: tuple[str, ...] = ()) -> Shapes:
     """Parameter counts and shapes of the model, built on the meta device (nothing downloaded or allocated)."""
-    from invert4tvg.modeling.architectures import meta_model, model_config
+    from invert4tvg.modeling.architectures import model_config
 
-    config = model_config(model_name_or_path)
+    return shapes_of(model_config(model_name_or_path), lora_r, lora_targets)
+
+
+def shapes_of(config, lora_r: int = 0, lora_targets: tuple[str, ...] = ()) -> Shapes:
+    """:func:`shapes` of a ``Qwen2_5_VLConfig``."""
+    from invert4tvg.modeling.architectures import meta_model
+
     model = meta_model(config)
     text, vision = config.text_config, config.vision_config
     layer_names = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")
