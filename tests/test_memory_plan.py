@@ -103,9 +103,9 @@ def test_update_phase_estimate_matches_the_tiny_models_measured_peak(tiny_model_
         str(tiny_model_dir), str(tiny_bench), str(tmp_path), accelerator=Accelerator(cpu=True),
         logprob_batch_size=8, max_grad_norm=1.0,
     )  # fmt: skip
-    trainer._update(rollouts, advantages.values)
+    trainer.optimise(trainer.prepare_batch(rollouts, advantages.values))
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        trainer._update(rollouts, advantages.values)
+        trainer.optimise(trainer.prepare_batch(rollouts, advantages.values))
     live = measured = 0
     for event in sorted(prof.profiler.kineto_results.events(), key=lambda e: e.start_ns()):
         if event.name() == "[memory]":
