@@ -17,6 +17,7 @@ COMMANDS = (
     "synth",
     "data_check",
     "train",
+    "plan",
     "eval",
     "report",
     "demo",
