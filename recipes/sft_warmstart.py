@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         args.resume_from_checkpoint = str(resume_from)
     accelerator.wait_for_everyone()
 
-    policy = load_policy(model_args)
-    policy.think_template = args.think_template
+    policy = load_policy(model_args, extra_options={"think_template": args.think_template})
     records = load_split(data_args, "train")
     grounding = []
     if args.grounding_annotations:

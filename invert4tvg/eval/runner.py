@@ -98,7 +98,7 @@ def evaluate(
     """
     if parser not in PARSERS:
         raise ValueError(f"unknown parser {parser!r}; choose from {', '.join(PARSERS)}")
-    if parser != "answer" and policy.name != "text_timestamps":
+    if parser != "answer" and not policy.answers_in_seconds:
         raise ValueError(
             f"parser {parser!r} reads text timestamps; the {policy.name} head is read by 'answer'"
         )

@@ -140,12 +140,6 @@ class HiddenStatePolicy(Policy):
             positions = is_head_token[row].nonzero()[:, 0]
             yield row, frames[row], store[self.token_layer][row, positions], ids[row, positions].tolist()
 
-    def decode(self, completion: Completion | str, duration: float) -> Decoded | None:
-        raise TypeError(
-            f"the {self.name} head reads its span from hidden states, not from a completion's text: use "
-            "decode_completions(requests, completions, durations)"
-        )
-
     def readout(self, task: str) -> HiddenReadout | None:
         return HiddenReadout(tuple(self.token_ids), self.token_layer) if task == "tvg" else None
 

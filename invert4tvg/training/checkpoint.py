@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import HEAD_FILE
+from invert4tvg.policy import model_dir
 from invert4tvg.training.disk import disk_guard
 
 logger = logging.getLogger(__name__)
@@ -103,12 +102,7 @@ def save_checkpoint(
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            with head_modules.detached(unwrapped):
-                unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
-            head_modules.save(unwrapped, tmp / "model")
-            processor.save_pretrained(tmp / "model")
-            if head_config is not None:
-                (tmp / "model" / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
+            model_dir.save(unwrapped, processor, tmp / "model", head_config)
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             (tmp / "trainer_state.json").write_text(
@@ -216,7 +210,10 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and this process's RNG; returns the trainer state."""
     path = Path(path)
-    load_weights(accelerator.unwrap_model(model), path / "model")
+    try:
+        model_dir.load_weights(accelerator.unwrap_model(model), path / "model")
+    except FileNotFoundError as err:  # the head module's weights are missing
+        raise CheckpointError(str(err)) from None
     optimizer.load_state_dict(safe_load(path / "optimizer.pt"))
     scheduler.load_state_dict(safe_load(path / "scheduler.pt"))
     rng_file = path / f"rng_state_{accelerator.process_index}.pt"
@@ -227,30 +224,3 @@ def load_checkpoint(
     state = json.loads((path / "trainer_state.json").read_text())
     logger.info("resumed from %s (step %d)", path, state["step"])
     return state
-
-
-def load_weights(model: torch.nn.Module, model_dir: Path) -> None:
-    """Load a ``save_pretrained`` directory into an existing (possibly LoRA-wrapped) model.
-
-    Full weights go through ``from_pretrained``, which knows the on-disk key layout of each transformers version,
-    and are then copied in place, so optimizer and accelerate references to the parameters stay valid.
-    """
-    from peft import PeftModel, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    if head_modules.get(model) is not None and not head_modules.load(model, model_dir):
-        raise CheckpointError(f"{model_dir} lacks {head_modules.FILE}, the weights of the head's own module")
-    if isinstance(model, PeftModel):
-        set_peft_model_state_dict(model, load_file(model_dir / "adapter_model.safetensors"))
-        return
-    with head_modules.detached(model):
-        _load_full_weights(model, model_dir)
-
-
-def _load_full_weights(model: torch.nn.Module, model_dir: Path) -> None:
-    # fp32 when any weight is fp32 (the trained weights, see policy.loading.upcast_trainable): loading them in
-    # the dtype of whichever parameter comes first (a bf16 vision tower) would round the master weights.
-    dtypes = {p.dtype for p in model.parameters()}
-    dtype = torch.float32 if torch.float32 in dtypes else next(model.parameters()).dtype
-    saved = type(model).from_pretrained(model_dir, dtype=dtype, use_safetensors=True)  # never a pickled .bin
-    model.load_state_dict(saved.state_dict(), strict=True)
