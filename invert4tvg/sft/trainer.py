@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from invert4tvg.config import SFTArguments
+from invert4tvg.data.cache import FrameCache
 from invert4tvg.data.records import GroundingRecord
-from invert4tvg.data.video import FrameCache
 from invert4tvg.policy.base import Policy, SupervisedExample
 from invert4tvg.tasks import TaskInstance, TaskUnavailable
 from invert4tvg.training.base import TrainerBase
