@@ -17,15 +17,15 @@ PACKAGES = ("invert4tvg", "rewards")
 LAYERS: list[tuple[str, tuple[str, ...], str]] = [
     (
         "root",
-        ("invert4tvg", "invert4tvg._compat"),
-        "the package and the torchvision fix every import needs first",
+        ("invert4tvg", "invert4tvg._compat", "invert4tvg.errors"),
+        "the package, the torchvision fix every import needs first, and the user-error class every layer raises",
     ),
     ("rewards", ("rewards",), "verifiable rewards and the NLP backend: TRL's reward signature, no model"),
     ("data", ("invert4tvg.data",), "records, dataset formats, video decoding, the synthetic benchmark"),
     (
         "config",
-        ("invert4tvg.config_checks", "invert4tvg.config"),
-        "the flat TRL-style arguments and their checks",
+        ("invert4tvg.config_checks", "invert4tvg.config", "invert4tvg.config_parser"),
+        "the flat TRL-style arguments, their parser and their checks",
     ),
     ("tasks", ("invert4tvg.tasks",), "prompts of the four tasks, verb masking, the task sampler"),
     (

@@ -18,14 +18,23 @@ HEAD_FILE = "invert4tvg_head.json"
 
 
 def save(
-    model: torch.nn.Module, processor: Any, directory: str | Path, head_config: dict[str, Any] | None = None
+    model: torch.nn.Module,
+    processor: Any,
+    directory: str | Path,
+    head_config: dict[str, Any] | None = None,
+    state_dict: dict[str, Any] | None = None,
+    weights: bool = True,
 ) -> None:
     """Write ``model`` (unwrapped), ``processor``, the head module's weights and the head's record to
-    ``directory``."""
+    ``directory``. ``state_dict``: the whole weights of a sharded model, written in its place; ``weights=False``
+    writes the model's config only (a sharded checkpoint keeps the weights in its shards)."""
     directory = Path(directory)
-    with head_modules.detached(model):
-        model.save_pretrained(directory, safe_serialization=True)
-    head_modules.save(model, directory)
+    if weights:
+        with head_modules.detached(model):
+            model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
+        head_modules.save(model, directory)
+    else:
+        model.config.save_pretrained(directory)
     processor.save_pretrained(directory)
     if head_config is not None:
         (directory / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
