@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+from invert4tvg.modeling.positions import use_pretraining_positions
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import HEAD_FILE, Policy
 
@@ -77,6 +78,7 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
             model = model.merge_and_unload()
     else:
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
+    use_pretraining_positions(model)  # every pass at the positions the checkpoint was trained with
     token_ids = add_head_tokens(model, processor, head.extra_special_tokens)
     if for_training:
         model = prepare_for_training(model, args, token_ids)
