@@ -238,7 +238,7 @@ class GRPOTrainer(TrainerBase):
         return gathered[~torch.isnan(gathered)].std().cpu()
 
     def _sync_weights(self):
-        return None if getattr(self.engine, "shares_model", False) else self.policy.weights_for_sync()
+        return None if getattr(self.engine, "shares_model", False) else self.policy.named_weights_for_sync()
 
     def _update(self, rollouts: Rollouts, advantages: torch.Tensor) -> dict[str, float]:
         device = self.accelerator.device

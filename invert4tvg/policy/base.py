@@ -14,7 +14,7 @@ read, so no other module parses answers.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -267,4 +267,8 @@ class Policy(ABC):
     def weights_for_sync(self) -> dict[str, torch.Tensor]:
         """What a rollout engine holding its own copy needs after an update: the trainable parameters only (the
         adapters with LoRA, the language model when the vision tower is frozen), detached, on CPU."""
-        return {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+        return {n: p.cpu() for n, p in self.named_weights_for_sync()}
+
+    def named_weights_for_sync(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The same tensors one at a time, detached, where they live (no copy): what an engine streams from."""
+        return ((n, p.detach()) for n, p in self.model.named_parameters() if p.requires_grad)
