@@ -14,10 +14,10 @@ from transformers import BatchFeature, Qwen2_5_VLForConditionalGeneration
 
 from invert4tvg.config import ModelArguments
 from invert4tvg.modeling.positions import mrope_module, rope_index
-from invert4tvg.policy.base import SequenceBatch
+from invert4tvg.modeling.prefill import shared_prefill
+from invert4tvg.modeling.sequences import SequenceBatch
+from invert4tvg.modeling.shared_prefix import shared_prefix_batch
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.rollout.prefill import shared_prefill
-from invert4tvg.training.shared_prefix import shared_prefix_batch
 
 # Video grid (t, h, w) = (3, 4, 6) patches, merged 2x2 -> 3 x 2 x 3 = 18 tokens; 0.75 s per temporal grid at
 # tokens_per_second 2 -> temporal interval 1.5, so grids sit at floor(0, 1.5, 3.0) = 0, 1, 3.

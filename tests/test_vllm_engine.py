@@ -22,8 +22,8 @@ from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import VideoSpec
 from invert4tvg.data.video import decode_video
 from invert4tvg.modeling.positions import rope_index
+from invert4tvg.modeling.processing import processor_inputs
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.processing import processor_inputs
 from invert4tvg.rollout.base import SamplingParams
 
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(vllm_missing() is not None, reason=str(vllm_missing()))]

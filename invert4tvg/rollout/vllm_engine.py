@@ -6,9 +6,12 @@ What keeps vLLM's rollouts identical in meaning to the trainer's forward passes:
 - **Positions.** vLLM places the text after a video at the video's largest mrope position + 1, as the released
   checkpoints were trained; the trainer does too (``invert4tvg/modeling/positions.py``), which transformers 5.19
   alone would not.
-- **Video timing.** Each request carries ``(frames, video_metadata)`` exactly as ``policy/processing.py`` gives
+- **Video timing.** Each request carries ``(frames, video_metadata)`` exactly as ``modeling/processing.py`` gives
   them to the transformers processor, with the same overrides (``video_processor_kwargs``), so vLLM's HF
-  processor call derives the same ``second_per_grid_ts`` (temporal mRoPE) as the trainer.
+  processor call derives the same ``second_per_grid_ts`` (temporal mRoPE) as the trainer. vLLM only forwards the
+  metadata of Qwen2.5-VL videos since vllm-project/vllm#47736 (merged 2026-07; before it, pre-decoded videos got
+  a default fps silently); :func:`vllm_video_inputs` is checked against the trainer's processor path on CPU in
+  ``tests/test_rollout_parts.py``, and against the real engine by the contract suite's timing test.
 - **Caches.** The multimodal processor cache is off (``mm_processor_cache_gb=0``) and every item gets an id that
   includes its timing, so a cached result can never carry another fps. A weight sync drops the prefix, encoder
   and multimodal caches, whose contents the previous weights computed; the encoder cache is also reset after
@@ -48,6 +51,7 @@ import torch
 
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
+from invert4tvg.modeling.processing import video_processor_kwargs, vision_token_ids
 from invert4tvg.rollout.base import (
     Completion,
     RolloutEngine,
@@ -124,8 +128,6 @@ class VLLMEngine(RolloutEngine):
                 f"`make test-vllm` for the CPU build (docs/rollouts.md); import failed: {err}"
             ) from err
         from transformers import AutoProcessor
-
-        from invert4tvg.policy.processing import video_processor_kwargs, vision_token_ids
 
         self._vllm = vllm
         self.model_args = model

@@ -23,8 +23,8 @@ import torch
 from transformers import BatchFeature
 
 from invert4tvg.modeling.positions import mrope_positions
-from invert4tvg.policy.base import SequenceBatch
-from invert4tvg.policy.processing import select_inputs
+from invert4tvg.modeling.processing import select_inputs
+from invert4tvg.modeling.sequences import SequenceBatch
 
 MASKABLE_ATTENTION = ("sdpa", "eager")
 
