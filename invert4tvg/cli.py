@@ -14,6 +14,7 @@ COMMANDS = (
     "synth",
     "data_check",
     "train",
+    "plan",
     "eval",
     "report",
     "demo",

@@ -11,7 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from invert4tvg.config_checks import check_grpo_arguments, check_report_to, check_training_arguments
+from invert4tvg.config_checks import (
+    ConfigError,
+    check_grpo_arguments,
+    check_report_to,
+    check_training_arguments,
+)
 from invert4tvg.data.frames import VideoSampling
 from rewards.nlp.lexicon import ASPECTUAL_VERBS
 
@@ -272,7 +277,7 @@ class TrainingArguments:
         check_report_to(self.report_to)
         check_training_arguments(self)  # at parse time, before a model, data or output_dir is touched
         if self.fsdp not in ("", "full_shard"):
-            raise ValueError(
+            raise ConfigError(
                 f"fsdp: {self.fsdp!r} is not supported; use full_shard (FSDP2) or leave it empty (DDP)"
             )
 

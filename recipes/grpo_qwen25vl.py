@@ -39,6 +39,8 @@ from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
 from invert4tvg.training import trackers
+from invert4tvg.training.fsdp import gathered
+from invert4tvg.training.launch import check_launch
 from invert4tvg.training.output_dir import prepare_output_dir
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> dict:
         (ModelArguments, DataArguments, TaskArguments, GRPOArguments), argv
     )
     check_inputs(argv, model_args, data_args, task_args)  # a missing file: one line naming what creates it
+    check_launch(
+        model_args, data_args, args
+    )  # DeepSpeed refused; the memory plan must fit the GPU (no model yet)
     # bf16 compute under autocast with fp32 trainable weights (docs/training.md, "Precision")
     accelerator = Accelerator(
         mixed_precision=mixed_precision(model_args),
@@ -136,17 +141,19 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.train()
 
         results = {}
-        if accelerator.is_main_process:
-            trainer.save_final()
-            if test_records:
-                results = evaluate(
-                    policy,
-                    engine,
-                    test_records,
-                    f"{args.output_dir}/eval",
-                    metadata={**metadata, "split": "test"},
-                    **{**eval_options, "progress": True},
-                )
+        trainer.save_final()  # every process: sharded (FSDP2) weights are gathered, the main process writes
+        if test_records:
+            # Sharded weights are gathered once on every process; the main process evaluates with them.
+            with gathered(trainer.model):
+                if accelerator.is_main_process:
+                    results = evaluate(
+                        policy,
+                        engine,
+                        test_records,
+                        f"{args.output_dir}/eval",
+                        metadata={**metadata, "split": "test"},
+                        **{**eval_options, "progress": True},
+                    )
     accelerator.end_training()
     return results
 

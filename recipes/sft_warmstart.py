@@ -29,6 +29,7 @@ from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.tasks import build_task_instance
 from invert4tvg.training import trackers
+from invert4tvg.training.launch import check_launch
 from invert4tvg.training.output_dir import prepare_output_dir
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
         (ModelArguments, DataArguments, TaskArguments, SFTArguments), argv
     )
     check_inputs(argv, model_args, data_args, task_args)  # a missing file: one line naming what creates it
+    check_launch(
+        model_args, data_args, args
+    )  # DeepSpeed refused; the memory plan must fit the GPU (no model yet)
     # bf16 compute under autocast with fp32 trainable weights (docs/training.md, "Precision")
     accelerator = Accelerator(
         mixed_precision=mixed_precision(model_args),
@@ -90,8 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         grounding_records=grounding,
     )
     trainer.train()
-    if accelerator.is_main_process:
-        trainer.save_final()
+    trainer.save_final()  # every process: sharded (FSDP2) weights are gathered, the main process writes
     accelerator.end_training()
 
 

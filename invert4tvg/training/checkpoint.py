@@ -28,7 +28,9 @@ import torch
 
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import HEAD_FILE
+from invert4tvg.training import sharded_checkpoint
 from invert4tvg.training.disk import disk_guard
+from invert4tvg.training.fsdp import is_sharded
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +104,20 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
+        sharded = is_sharded(unwrapped)
+        if sharded:  # FSDP2: every process writes its shards of the weights and optimizer state
+            sharded_checkpoint.save_state(tmp, unwrapped, optimizer)
         if accelerator.is_main_process:
-            with head_modules.detached(unwrapped):
-                unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
-            head_modules.save(unwrapped, tmp / "model")
+            if sharded:
+                unwrapped.config.save_pretrained(tmp / "model")
+            else:
+                with head_modules.detached(unwrapped):
+                    unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
+                head_modules.save(unwrapped, tmp / "model")
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             processor.save_pretrained(tmp / "model")
             if head_config is not None:
                 (tmp / "model" / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             (tmp / "trainer_state.json").write_text(
                 json.dumps({"step": step, **trainer_state}, indent=2) + "\n"
@@ -216,8 +224,22 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and this process's RNG; returns the trainer state."""
     path = Path(path)
-    load_weights(accelerator.unwrap_model(model), path / "model")
-    optimizer.load_state_dict(safe_load(path / "optimizer.pt"))
+    if is_sharded(accelerator.unwrap_model(model)):
+        try:
+            sharded_checkpoint.load_state(path, accelerator.unwrap_model(model), optimizer)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(
+                f"refusing to load {path / sharded_checkpoint.SHARDED_DIR}: {err}"
+            ) from None
+        except (FileNotFoundError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"{path / sharded_checkpoint.SHARDED_DIR} cannot be read into this run "
+                f"({str(err).splitlines()[0][:300]}); a sharded checkpoint resumes on the number of processes "
+                "that wrote it, with fsdp: full_shard"
+            ) from None
+    else:
+        load_weights(accelerator.unwrap_model(model), path / "model")
+        optimizer.load_state_dict(safe_load(path / "optimizer.pt"))
     scheduler.load_state_dict(safe_load(path / "scheduler.pt"))
     rng_file = path / f"rng_state_{accelerator.process_index}.pt"
     if rng_file.exists():

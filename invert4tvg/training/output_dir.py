@@ -166,17 +166,24 @@ def check_resume_config(old: dict[str, Any] | None, new: dict[str, Any], path: P
 
 
 def save_final(
-    model: Any, processor: Any, out: str | Path, step: int, head_config: dict[str, Any] | None = None
+    model: Any,
+    processor: Any,
+    out: str | Path,
+    step: int,
+    head_config: dict[str, Any] | None = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``OUT/final`` atomically: into ``OUT/.final.tmp``, then renamed (the old one goes only after).
-    ``head_config`` (``Policy.head_config()``) is recorded so that loading ``final/`` needs no head option."""
+    ``head_config`` (``Policy.head_config()``) is recorded so that loading ``final/`` needs no head option.
+    ``state_dict``: the whole weights of a sharded model (checked finite by the caller), written in its place."""
     out = Path(out)
     final, tmp, old = out / "final", out / ".final.tmp", out / ".final.old"
-    check_parameters(model, step, out, what="before saving final/ at step")
+    if state_dict is None:
+        check_parameters(model, step, out, what="before saving final/ at step")
     with disk_guard(tmp, "final/"):
         shutil.rmtree(tmp, ignore_errors=True)
         with head_modules.detached(model):
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         head_modules.save(model, tmp)
         processor.save_pretrained(tmp)
         if head_config is not None:
