@@ -14,14 +14,12 @@ class ConfigError(ValueError):
 
 def check_training_arguments(args: Any) -> None:
     """Sizes and lengths shared by GRPO and SFT."""
-    if args.per_device_train_batch_size < 1:
-        raise ConfigError(
-            f"per_device_train_batch_size must be at least 1 (prompts per device per step), got "
-            f"{args.per_device_train_batch_size}: with 0 no step sees a sample and the run would save an untrained "
-            "model"
-        )
-    if args.logprob_batch_size < 1:
-        raise ConfigError(f"logprob_batch_size must be at least 1, got {args.logprob_batch_size}")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(
+                f"{name} must be at least 1, got {getattr(args, name)}: with 0 no step sees a sample and the run "
+                "would save an untrained model"
+            )
     if args.max_steps <= 0 and not args.num_train_epochs > 0:
         raise ConfigError(
             f"nothing to train: max_steps is {args.max_steps} (unset) and num_train_epochs is "
@@ -46,6 +44,16 @@ def check_grpo_arguments(args: Any) -> None:
             "the other completions of its group (advantage = reward - group mean), so a group of "
             f"{max(args.num_generations, 0)} has no baseline: every advantage is 0 (or undefined) and the loss "
             "never moves the model. TRL's GRPO requires 2 or more as well; 8 is the usual value."
+        )
+    completions = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    if completions % args.num_generations:
+        prompts = max(completions // args.num_generations, 1)
+        raise ConfigError(
+            f"per_device_train_batch_size x gradient_accumulation_steps = {completions} completions per device per "
+            f"step is not a multiple of num_generations ({args.num_generations}): each device generates whole groups "
+            "of G completions of one prompt. per_device_train_batch_size counts completions, as in TRL; for "
+            f"{prompts} prompt(s) per device per step set per_device_train_batch_size "
+            f"{prompts * args.num_generations} (or a divisor of it, with gradient_accumulation_steps making up the rest)"
         )
     if args.num_iterations < 1:
         raise ConfigError(f"num_iterations must be at least 1, got {args.num_iterations}")

@@ -64,11 +64,12 @@ def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerat
         beta=0.04,
         loss_type=loss_type,
         max_completion_length=12,
-        per_device_train_batch_size=share,
+        # `share` prompts per process in micro-batches of 2 completions: no_sync on all but the last
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=share * NUM_GENERATIONS // 2,
         max_steps=1,
         max_grad_norm=0.0,
         report_to=[],
-        logprob_batch_size=2,  # several micro-batches per process: no_sync on all but the last
     )
     engine = HFEngine(policy.model, policy.processor)
     trainer = GRPOTrainer(

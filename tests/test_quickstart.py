@@ -25,7 +25,7 @@ TOY = {
     "synth": ["--num-videos", "12"],
     "train": ["--max_steps", "3"],  # keeps the config's report_to: [tensorboard]
     "launch": [
-        "--max_steps", "2", "--per_device_train_batch_size", "2", "--num_generations", "2",
+        "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "2",
         "--max_completion_length", "16", "--report_to", "none",
     ],
 }  # fmt: skip

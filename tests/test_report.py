@@ -127,7 +127,7 @@ def write_run(
             "task": task,
             "loss": 0.1,
             "kl": 0.001 * step * (1 + level),
-            "completion_len": 40 + step * (1 + level) + rng.gauss(0, 3),
+            "completions/mean_length": 40 + step * (1 + level) + rng.gauss(0, 3),
             "reward": rng.random(),
         }
         if task == "tvg":

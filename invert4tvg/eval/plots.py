@@ -28,7 +28,7 @@ CURVE_PANELS: tuple[tuple[str, str, str], ...] = (
     ("reward/vd", "VD reward (video description)", "reward"),
     ("iou", "rollout IoU (TVG steps)", "IoU"),
     ("kl", "KL to the reference policy", "KL"),
-    ("completion_len", "completion length", "tokens"),
+    ("completions/mean_length", "completion length", "tokens"),
     ("eval/mIoU", "validation mIoU", "mIoU (%)"),
     # Action understanding on the validation clips during RL (the paper's Figure 1, right).
     ("eval/VC", "validation VC accuracy", "accuracy (%)"),

@@ -256,7 +256,7 @@ class GRPOTrainer(TrainerBase):
         if self.args.shared_prefix:  # one row per group: its prompt and video once, then the G completions
             group = self.args.num_generations
             batch = shared_prefix_batch(batch, group, unwrapped)
-        micro = micro_batches(len(batch), self.args.logprob_batch_size, group)
+        micro = micro_batches(len(batch), self.args.per_device_train_batch_size, group)  # TRL's micro-batch
         old_logps = self._logprobs_no_grad(unwrapped, batch, micro) if self.args.num_iterations > 1 else None
         ref_logps = None
         if self.args.beta != 0.0:
@@ -269,7 +269,7 @@ class GRPOTrainer(TrainerBase):
         normalizer = loss_normalizer(mask, self.loss_config, self.accelerator.num_processes, global_tokens)
         self._correction = self._sampling_correction(rollouts, batch.completion_ids.shape[1], device)
         self._spans = grounding_spans(rollouts.columns) if self.head_aux_loss_weight else None
-        totals = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "head_loss": 0.0}
+        totals = dict.fromkeys(("loss", "kl", "clipped", "clipped_low", "clipped_high", "head_loss"), 0.0)
         t0 = time.perf_counter()
         for _ in range(self.args.num_iterations):
             for k, rows in enumerate(micro):
@@ -286,9 +286,9 @@ class GRPOTrainer(TrainerBase):
                         totals["head_loss"] += head_loss.item() / len(micro) / self.args.num_iterations
                     self.accelerator.backward(loss)
                 totals["loss"] += loss.item() / self.args.num_iterations
-                totals["clipped"] += (stats["clipped"] * m).sum().item() / self.args.num_iterations
-                if "kl" in stats:
-                    totals["kl"] += (stats["kl"] * m).sum().item() / self.args.num_iterations
+                for key in ("kl", "clipped", "clipped_low", "clipped_high"):  # token sums
+                    if key in stats:
+                        totals[key] += (stats[key] * m).sum().item() / self.args.num_iterations
             if self.args.max_grad_norm:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
             self.optimizer.step()
@@ -297,9 +297,13 @@ class GRPOTrainer(TrainerBase):
         # Logged over all processes: the loss DDP optimises (the mean of the processes' losses), token-weighted KL
         # and clipping.
         sums = torch.tensor(
-            [totals["loss"], totals["kl"], totals["clipped"], float(mask.sum())], dtype=torch.float64
+            [totals[k] for k in ("loss", "kl", "clipped", "clipped_low", "clipped_high")]
+            + [float(mask.sum())],
+            dtype=torch.float64,
         )
-        loss_sum, kl_sum, clipped_sum, tokens = dist.reduce_sum(self.accelerator, sums).tolist()
+        loss_sum, kl_sum, clipped_sum, low_sum, high_sum, tokens = dist.reduce_sum(
+            self.accelerator, sums
+        ).tolist()
         tokens = max(tokens, 1.0)
         head = {}
         if self._spans is not None:  # the head's supervised loss on this process's grounding completions
@@ -311,7 +315,9 @@ class GRPOTrainer(TrainerBase):
             **head,
             "loss": loss_sum / self.accelerator.num_processes,
             "kl": kl_sum / tokens,
-            "clip_frac": clipped_sum / tokens,
+            "clip_ratio/region_mean": clipped_sum / tokens,  # TRL's names
+            "clip_ratio/low_mean": low_sum / tokens,
+            "clip_ratio/high_mean": high_sum / tokens,
             "time/logprobs": t_logprobs,
             "time/update": time.perf_counter() - t0,
             **self._correction.metrics(),
