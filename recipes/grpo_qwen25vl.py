@@ -34,11 +34,13 @@ from invert4tvg.config import (
     to_dict,
 )
 from invert4tvg.config_checks import check_inputs
+from invert4tvg.eval.metrics import summary_line
 from invert4tvg.eval.runner import evaluate
 from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
 from invert4tvg.training import trackers
+from invert4tvg.training.announce import end_lines, grpo_start_lines, say
 from invert4tvg.training.output_dir import prepare_output_dir
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
@@ -133,11 +135,13 @@ def main(argv: list[str] | None = None) -> dict:
             max_bad_video_fraction=data_args.max_bad_video_fraction,
             evaluate=validate if val_records else None,
         )
+        n = accelerator.num_processes
+        say(accelerator, grpo_start_lines(args, model_args, policy.name, score.names, n, trainer.total_steps))
         trainer.train()
 
         results = {}
         if accelerator.is_main_process:
-            trainer.save_final()
+            final = trainer.save_final()
             if test_records:
                 results = evaluate(
                     policy,
@@ -147,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
                     metadata={**metadata, "split": "test"},
                     **{**eval_options, "progress": True},
                 )
+            eval_dir = f"{args.output_dir}/eval" if test_records else None
+            say(accelerator, end_lines(final, "GRPO", eval_dir, summary_line(results) if results else ""))
     accelerator.end_training()
     return results
 

@@ -63,3 +63,50 @@ def test_summary_line_rounds_and_counts():
     line = summary_line(metrics)
     assert line.startswith("R1@0.3=26.7 R1@0.5=10.0 R1@0.7=0.0 mIoU=20.1 (parser answer, 60 queries, ")
     assert "did not parse" not in line and "2 ground-truth spans past the video's end" in line
+
+
+def test_a_run_says_what_it_trains_and_where_the_result_is(tiny_bench, tiny_model_dir, tmp_path, capsys):
+    from run_fixtures import grpo_args, small_train
+
+    from invert4tvg.workflows.recipe_loader import load_recipe
+
+    train = small_train(tiny_bench, tmp_path / "train.json")
+    sft = tmp_path / "sft"
+    load_recipe("sft_warmstart").main(
+        [
+            "--config", str(REPO / "recipes/configs/sft_tiny_cpu.yaml"),
+            "--model_name_or_path", str(tiny_model_dir), "--train_annotations", str(train),
+            "--val_annotations", "", "--test_annotations", "", "--video_dir", str(tiny_bench / "videos"),
+            "--frame_cache_dir", "", "--output_dir", str(sft), "--max_steps", "1", "--report_to", "none",
+            "--per_device_train_batch_size", "2",
+        ]
+    )  # fmt: skip
+    said = capsys.readouterr().out
+    assert f"SFT: head text_timestamps, model {tiny_model_dir} (full fine-tuning), 1 step" in said
+    assert "batch: 2 examples per step (micro-batches of 2, gradient_accumulation_steps 1)" in said
+    assert f"output: {sft} (metrics.jsonl, checkpoints/, final/); watch it: metrics.jsonl only" in said
+    assert f"SFT finished: the trained model is in {sft / 'final'}" in said  # SFT used to end silently
+
+    out = tmp_path / "grpo"
+    reward_file = f"{REPO / 'examples/span_reward.py'}:span_inside_video"
+    args = grpo_args(tiny_bench, train, sft / "final", out, "--max_steps", "1", "--save_steps", "0")
+    args += ["--report_to", "tensorboard", "--reward_funcs", "invert4tvg", "format", reward_file]
+    args += [
+        "--per_device_train_batch_size",
+        "8",
+        "--num_generations",
+        "4",
+        "--gradient_accumulation_steps",
+        "2",
+    ]
+    load_recipe("grpo_qwen25vl").main(args)
+    said = capsys.readouterr().out
+    assert f"GRPO: head text_timestamps, model {sft / 'final'} (full fine-tuning), 1 step" in said
+    rewards_line = next(line for line in said.splitlines() if line.startswith("rewards: "))
+    assert rewards_line == (
+        f"rewards: invert4tvg (built-in), format (built-in), span_inside_video (file {REPO / 'examples/span_reward.py'})"
+    )
+    assert "batch: 4 prompts x 4 generations = 16 completions per step (micro-batches of 8, " in said
+    assert f"watch it: tensorboard --logdir {out}" in said
+    assert f"GRPO finished: the trained model is in {out / 'final'}" in said
+    assert f"evaluate it with: invert4tvg eval --model {out / 'final'}" in said
