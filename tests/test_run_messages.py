@@ -110,3 +110,23 @@ def test_a_run_says_what_it_trains_and_where_the_result_is(tiny_bench, tiny_mode
     assert f"watch it: tensorboard --logdir {out}" in said
     assert f"GRPO finished: the trained model is in {out / 'final'}" in said
     assert f"evaluate it with: invert4tvg eval --model {out / 'final'}" in said
+
+
+def test_a_local_ray_starts_without_the_token_auth_warning():
+    """Ray's "Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt out" is not printed at every
+    ray-hf start; authentication stays on."""
+    script = (
+        "import os, ray\n"
+        "from invert4tvg.rollout import cluster\n"
+        "assert cluster.connect(None, num_cpus=1)\n"
+        "print('mode', os.environ.get('RAY_AUTH_MODE'))\n"
+        "ray.shutdown()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_AUTH_MODE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mode token" in done.stdout  # Ray's default for a new local instance, kept
+    assert "Token authentication is enabled" not in done.stderr, done.stderr[-3000:]
