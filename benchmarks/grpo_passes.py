@@ -5,7 +5,7 @@ tokens. Times the rollout (HF generate, 16 new tokens per sample; one prefill pe
 old-policy and reference passes (no grad) and the update pass (forward + backward) in both layouts,
 interleaved in one run (median of ``REPEATS``), then, each in a fresh process, the peak memory of the log-prob pass
 with the tiny model's LM head widened to Qwen2.5-VL's 151,936-token vocabulary and completions of 256 to 320 tokens:
-full-vocabulary logits for the micro-batch (the computation before invert4tvg.training.logprobs) vs chunked log-probs. Run through
+full-vocabulary logits for the micro-batch (the computation before invert4tvg.modeling.logprobs) vs chunked log-probs. Run through
 ``python benchmarks/grpo_step.py --video-heavy``.
 """
 
@@ -27,11 +27,11 @@ import torch
 import invert4tvg  # noqa: F401  (torchvision shim before anything imports transformers)
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
+from invert4tvg.modeling.shared_prefix import shared_prefix_batch
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.policy.tiny_model import build_tiny_model
 from invert4tvg.rollout.base import Completion, SamplingParams
 from invert4tvg.rollout.hf import HFEngine
-from invert4tvg.training.shared_prefix import shared_prefix_batch
 
 GROUP = 8
 PARTS = ("rollout", "old", "ref", "update")

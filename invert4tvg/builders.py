@@ -17,6 +17,10 @@ from invert4tvg.data.records import GroundingRecord
 from invert4tvg.grpo.reward_set import RewardSet
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine
+from invert4tvg.rollout.hf import HFEngine
+from invert4tvg.rollout.ray_pool import RayEnginePool
+from invert4tvg.rollout.vllm_engine import VLLMEngine
+from invert4tvg.rollout.worker import EngineSpec
 from invert4tvg.tasks import PromptTemplates, TaskSampler
 
 logger = logging.getLogger(__name__)
@@ -150,8 +154,6 @@ def build_engine(
     checkpoint, LoRA configuration and parameter names) and start from the policy's current trainable weights.
     """
     if backend == "hf":
-        from invert4tvg.rollout.hf import HFEngine
-
         if options:
             raise TypeError(f"backend hf takes no options, got {sorted(options)}")
         return HFEngine(policy.model, policy.processor, max_batch_sequences=max_batch_sequences)
@@ -162,16 +164,11 @@ def build_engine(
             f"backend {backend} builds its own copy of the model and needs model_args (the run's ModelArguments)"
         )
     if backend == "vllm":
-        from invert4tvg.rollout.vllm_engine import VLLMEngine
-
         engine: RolloutEngine = VLLMEngine(
             model_args, max_batch_sequences=max_batch_sequences, seed=seed, **options
         )
         engine.update_weights(policy.weights_for_sync(), 0)
         return engine
-
-    from invert4tvg.rollout.ray_pool import RayEnginePool
-    from invert4tvg.rollout.worker import EngineSpec
 
     inner = backend.removeprefix("ray-")
     vllm_options = dict(options.pop("vllm_options", None) or {})

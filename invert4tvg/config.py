@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from invert4tvg.config_checks import check_grpo_arguments, check_report_to, check_training_arguments
 from invert4tvg.data.frames import VideoSampling
 from rewards.nlp.lexicon import ASPECTUAL_VERBS
 
@@ -260,6 +261,14 @@ class TrainingArguments:
             "output_dir is refused unless --resume_from_checkpoint is given."
         },
     )
+    fsdp: str = field(
+        default="",
+        metadata={
+            "help": "full_shard: shard the policy and its reference over the processes with FSDP2, one group per "
+            "decoder layer and vision block (transformers' name; docs/training.md, 'Sharded training'). Empty: "
+            "every process holds the whole model (DDP)."
+        },
+    )
 
     @property
     def records_per_step(self) -> int:
@@ -270,12 +279,12 @@ class TrainingArguments:
         if isinstance(self.report_to, str):
             self.report_to = [self.report_to]
         self.report_to = [r for r in self.report_to if r != "none"]  # transformers' "none" = no tracker
-        from invert4tvg.training.trackers import check_report_to
-
         check_report_to(self.report_to)
-        from invert4tvg.config_checks import check_training_arguments
-
         check_training_arguments(self)  # at parse time, before a model, data or output_dir is touched
+        if self.fsdp not in ("", "full_shard"):
+            raise ValueError(
+                f"fsdp: {self.fsdp!r} is not supported; use full_shard (FSDP2) or leave it empty (DDP)"
+            )
 
 
 @dataclass
@@ -423,8 +432,6 @@ class GRPOArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from invert4tvg.config_checks import check_grpo_arguments
-
         check_grpo_arguments(self)
 
 
@@ -493,8 +500,3 @@ def to_dict(*configs: Any) -> dict[str, Any]:
     for config in configs:
         merged.update(dataclasses.asdict(config))
     return merged
-
-
-def tracker_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Hyperparameters as TensorBoard accepts them (scalars and strings only)."""
-    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config.items()}

@@ -3,9 +3,15 @@ touched (and before a failed run leaves ``metadata.json`` or a TensorBoard direc
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any
+
+import rewards
+
+# tracker -> the module it needs
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 class ConfigError(ValueError):
@@ -34,6 +40,18 @@ def check_training_arguments(args: Any) -> None:
         raise ConfigError(
             f"save_total_limit must be >= 0 (0 or unset keeps all), got {args.save_total_limit}"
         )
+
+
+def check_report_to(report_to: list[str]) -> None:
+    for name in report_to:
+        if name not in TRACKERS:
+            raise ConfigError(f"report_to: unknown tracker {name!r}; use {', '.join(TRACKERS)} or none")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            extra = " (pip install 'invert4tvg[wandb]')" if name == "wandb" else ""
+            raise ConfigError(
+                f"report_to {name}: {TRACKERS[name]} is not installed{extra}; install it or remove {name} from "
+                "report_to (--report_to none logs to metrics.jsonl only)"
+            )
 
 
 def check_grpo_arguments(args: Any) -> None:
@@ -65,8 +83,6 @@ def check_grpo_arguments(args: Any) -> None:
 
 
 def check_rewards(names: list[str], weights: list[float] | None) -> None:
-    import rewards
-
     if not names:
         raise ConfigError("reward_funcs is empty: name at least one reward (see docs/rewards.md)")
     known = set(rewards.available())

@@ -23,6 +23,7 @@ import invert4tvg  # noqa: F401  (first: torchvision shim)
 
 GLOBAL_INSTANCES = 4
 NUM_GENERATIONS = 2
+ROLLOUT_TOKENS = (12, 5)  # max new tokens of process 0 and 1 in the sharded rollout check
 
 
 def completion_lengths(n: int) -> list[int]:
@@ -31,7 +32,16 @@ def completion_lengths(n: int) -> list[int]:
     return [2 + (i % 2) if i < n // 2 else 7 + (i % 3) for i in range(n)]
 
 
-def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerator=None) -> dict:
+def setup(
+    model_dir: str,
+    bench: str,
+    out: str,
+    loss_type: str = "dapo",
+    accelerator=None,
+    model_dtype: str = "float32",
+    **overrides,
+):
+    """A GRPO trainer on this process's share of the fixed global batch, with its rollouts and advantages."""
     from accelerate import Accelerator
 
     from invert4tvg.config import GRPOArguments, ModelArguments
@@ -50,7 +60,9 @@ def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerat
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(0)
     policy = load_policy(
-        ModelArguments(model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0)
+        ModelArguments(
+            model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0, dtype=model_dtype
+        )
     )
     records = load_records("tvg-json", Path(bench) / "train.json", video_dir=Path(bench) / "videos").records
     records = records[:GLOBAL_INSTANCES]
@@ -58,7 +70,7 @@ def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerat
     mine = records[rank * share : (rank + 1) * share]
     sampler = TaskSampler(p=1.0, seed=0)
     sampling = VideoSampling(min_pixels=3136, total_pixels=200704)
-    args = GRPOArguments(
+    options = dict(
         output_dir=out,
         num_generations=NUM_GENERATIONS,
         beta=0.04,
@@ -71,6 +83,7 @@ def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerat
         max_grad_norm=0.0,
         report_to=[],
     )
+    args = GRPOArguments(**{**options, **overrides})
     engine = HFEngine(policy.model, policy.processor)
     trainer = GRPOTrainer(
         policy,
@@ -112,24 +125,122 @@ def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerat
         truncated=torch.zeros(len(rewards), dtype=torch.bool),
     )
     advantages = compute_advantages(rewards, NUM_GENERATIONS, "group")
-    grads: dict[str, torch.Tensor] = {}
+    return trainer, rollouts, advantages, requests
+
+
+def record_grads(trainer, into: dict[str, torch.Tensor]) -> None:
+    """Keep the whole gradients the optimizer sees at its next step (gathered from the shards under FSDP2)."""
+    from invert4tvg.training.fsdp import full_tensor
+
     step = trainer.optimizer.step
 
     def record_then_step(*a, **k):
         for name, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters():
             if p.grad is not None:
-                grads[name] = p.grad.detach().clone()
+                into[name] = full_tensor(p.grad.detach()).clone()
         return step(*a, **k)
 
     trainer.optimizer.step = record_then_step
+
+
+def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerator=None) -> dict:
+    trainer, rollouts, advantages, _ = setup(model_dir, bench, out, loss_type, accelerator)
+    accelerator = trainer.accelerator
+    grads: dict[str, torch.Tensor] = {}
+    record_grads(trainer, grads)
     stats = trainer._update(rollouts, advantages.values)
-    result = {"loss": stats["loss"], "kl": stats["kl"], "world": world}
+    result = {"loss": stats["loss"], "kl": stats["kl"], "world": accelerator.num_processes}
     if accelerator.is_main_process:
         Path(out).mkdir(parents=True, exist_ok=True)
         torch.save(grads, Path(out) / "grads.pt")
         (Path(out) / "stats.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()
     return {**result, "grads": grads}
+
+
+def run_steps(
+    model_dir: str, bench: str, out: str, steps: int, micro: int, accelerator=None, **overrides
+) -> dict:
+    """``steps`` GRPO updates on the fixed global batch (``micro`` sequences per micro-batch), then the losses, the
+    gradient norms, the step-0 KL and the whole weights (gathered from the shards under FSDP2)."""
+    from invert4tvg.training.fsdp import full_tensor, full_weights
+
+    trainer, rollouts, advantages, _ = setup(
+        model_dir, bench, out, "dapo", accelerator, max_steps=steps, max_grad_norm=1.0,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=1,  # _update runs on setup's rollouts
+        **overrides,
+    )  # fmt: skip
+    accelerator = trainer.accelerator
+    losses, norms, kls = [], [], []
+    steps_taken = []
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (steps_taken.append(1), step(*a, **k))[1]
+    clip = trainer.accelerator.clip_grad_norm_
+
+    def clip_and_record(*a, **k):  # the norm before clipping
+        norms.append(float(full_tensor(clip(*a, **k))))
+
+    trainer.accelerator.clip_grad_norm_ = clip_and_record
+    for _ in range(steps):
+        stats = trainer._update(rollouts, advantages.values)
+        losses.append(stats["loss"])
+        kls.append(stats["kl"])
+    weights = dict(full_weights(trainer.model, trainable_only=False))
+    result = {
+        "loss": losses, "grad_norm": norms, "kl": kls, "world": accelerator.num_processes,
+        "optimizer_steps": len(steps_taken),
+        "sharded": type(trainer.model).__name__.startswith("FSDP"),
+    }  # fmt: skip
+    if accelerator.is_main_process:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        torch.save(weights, Path(out) / "weights.pt")
+        (Path(out) / "stats.json").write_text(json.dumps(result))
+    accelerator.wait_for_everyone()
+    return {**result, "weights": weights}
+
+
+def rollout_tokens(trainer, requests, max_tokens: int, seed: int = 7) -> list[list[list[int]]]:
+    """Completions of ``requests``, sampled with a fixed seed through the trainer's engine."""
+    from invert4tvg.rollout.base import SamplingParams
+
+    sampling = SamplingParams(temperature=1.0, max_tokens=max_tokens, seed=seed)
+    return [[c.token_ids for c in group] for group in trainer.engine.generate(requests, sampling)]
+
+
+def step0_kl(trainer, rollouts) -> float:
+    """The largest per-token k3 KL between the policy and its reference before any update."""
+    batch = rollouts.batch.to(trainer.accelerator.device)
+    with torch.no_grad():
+        logps = trainer.policy.completion_logprobs(trainer.model, batch)
+        with trainer._ref_context():
+            ref = trainer.policy.completion_logprobs(trainer.ref_model or trainer.model, batch)
+    kl = torch.exp(ref - logps) - (ref - logps) - 1  # the k3 estimator of grpo/loss.py
+    return float((kl * batch.completion_mask).abs().max())
+
+
+def fsdp_suite(model_dir: str, bench: str, out: str) -> None:
+    """Everything tests/test_fsdp.py compares against one unsharded process, in one 2-process launch: 3 updates
+    with one and with two micro-batches per process, seeded rollouts, and the step-0 KL under bf16 autocast."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    run_steps(model_dir, bench, f"{out}/micro4", 3, 4, fsdp="full_shard")
+    run_steps(model_dir, bench, f"{out}/micro2", 3, 2, fsdp="full_shard")
+    trainer, _, _, requests = setup(model_dir, bench, f"{out}/rollouts", fsdp="full_shard")
+    rank = trainer.accelerator.process_index
+    # Unequal lengths: the processes run different numbers of forwards inside one gathered generate call.
+    tokens = rollout_tokens(trainer, requests, ROLLOUT_TOKENS[rank])
+    (Path(out) / f"rollouts_{rank}.json").write_text(json.dumps(tokens))
+    AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    trainer, rollouts, _, _ = setup(
+        model_dir, bench, f"{out}/bf16", accelerator=accelerator, model_dtype="bfloat16", fsdp="full_shard"
+    )
+    buffers = {n: str(b.dtype) for n, b in trainer.ref_model.named_buffers()}
+    policy_buffers = {n: str(b.dtype) for n, b in trainer.policy.model.named_buffers()}
+    result = {"kl": step0_kl(trainer, rollouts), "buffers_match": buffers == policy_buffers}
+    (Path(out) / f"bf16_{rank}.json").write_text(json.dumps(result))
+    accelerator.wait_for_everyone()
 
 
 def run_recipe(argv: list[str], name: str = "grpo_qwen25vl") -> None:
@@ -152,6 +263,21 @@ if __name__ == "__main__":
         run_recipe(sys.argv[2:])
     elif sys.argv[1] == "sft":
         run_recipe(sys.argv[2:], "sft_warmstart")
+    elif sys.argv[1] == "fsdp":
+        parser = argparse.ArgumentParser()
+        for flag in ("--model", "--bench", "--out"):
+            parser.add_argument(flag, required=True)
+        ns = parser.parse_args(sys.argv[2:])
+        fsdp_suite(ns.model, ns.bench, ns.out)
+    elif sys.argv[1] == "steps":
+        parser = argparse.ArgumentParser()
+        for flag in ("--model", "--bench", "--out"):
+            parser.add_argument(flag, required=True)
+        parser.add_argument("--steps", type=int, default=3)
+        parser.add_argument("--micro", type=int, default=4)
+        parser.add_argument("--fsdp", default="")
+        ns = parser.parse_args(sys.argv[2:])
+        run_steps(ns.model, ns.bench, ns.out, ns.steps, ns.micro, fsdp=ns.fsdp)
     else:
         parser = argparse.ArgumentParser()
         parser.add_argument("--model", required=True)

@@ -20,7 +20,8 @@ from invert4tvg.training.checkpoint import (
     set_rng_state,
     verify_checkpoint,
 )
-from invert4tvg.training.guards import NonFiniteError, check_parameters, disk_guard, nonfinite_parameters
+from invert4tvg.training.disk import disk_guard
+from invert4tvg.training.guards import NonFiniteError, check_parameters, nonfinite_parameters
 
 
 def test_the_malicious_file_really_runs_code_when_unpickled(tmp_path):

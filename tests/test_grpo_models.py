@@ -90,6 +90,31 @@ def test_every_model_the_trainer_runs_is_on_the_accelerator_device(
     assert not trainer.ref_model.training and not any(p.requires_grad for p in trainer.ref_model.parameters())
 
 
+def test_reference_is_the_policy_at_step_0_under_bf16_autocast(
+    tiny_model_dir, tiny_bench, tiny_sampling, tmp_path, fresh_accelerate_state
+):
+    """KL = 0 at step 0: the reference keeps the policy's dtypes (rotary inv_freq in fp32, fp32 trained weights) and
+    its autocast placement; a bf16 copy differs by about 3e-3 in log-prob on this model."""
+    policy = load_policy(
+        ModelArguments(model_name_or_path=str(tiny_model_dir), freeze_vision_tower=True, dtype="bfloat16")
+    )
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    trainer = make_trainer(policy, tiny_bench, tiny_sampling, tmp_path, accelerator)
+    buffers = dict(trainer.ref_model.named_buffers())
+    for name, buffer in policy.model.named_buffers():
+        assert buffers[name].dtype == buffer.dtype, name
+    assert buffers["model.language_model.rotary_emb.inv_freq"].dtype == torch.float32
+    batch = fixed_batch(policy, trainer)
+    with torch.no_grad():
+        logps = policy.completion_logprobs(trainer.model, batch)
+        with trainer._ref_context():
+            ref = policy.completion_logprobs(trainer.ref_model, batch)
+    mask = batch.completion_mask.float()
+    kl = (torch.exp(ref - logps) - (ref - logps) - 1) * mask  # the k3 estimator of the loss
+    assert kl.abs().max().item() == 0.0
+    assert torch.equal(logps * mask, ref * mask)
+
+
 def trained_weights(
     tiny_model_dir, tiny_bench, tiny_sampling, tmp_path, dtype: str
 ) -> dict[str, torch.Tensor]:

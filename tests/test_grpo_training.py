@@ -18,8 +18,8 @@ from invert4tvg.data.formats import load_records
 from invert4tvg.grpo.loss import LossConfig, grpo_loss
 from invert4tvg.grpo.reward_set import RewardSet
 from invert4tvg.grpo.trainer import GRPOTrainer
+from invert4tvg.modeling.processing import select_inputs
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.processing import select_inputs
 from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.tasks import TaskSampler
 from invert4tvg.workflows.recipe_loader import load_recipe

@@ -252,8 +252,8 @@ def test_sft_eval_and_two_grpo_steps_read_the_heads_span(head, tiny_bench, tiny_
 def test_the_auxiliary_head_loss_is_the_same_in_both_layouts(head, tiny_model_dir, records, tiny_sampling):
     """GRPO's passes use one shared-prefix row per group; the head's loss read from them equals the loss read
     from the repeated rows, so ``head_aux_loss_weight`` means the same in either layout."""
-    from invert4tvg.policy.readout import capture_layers
-    from invert4tvg.training.shared_prefix import shared_prefix_batch
+    from invert4tvg.modeling.readout import capture_layers
+    from invert4tvg.modeling.shared_prefix import shared_prefix_batch
 
     torch.manual_seed(0)
     policy = policy_for(tiny_model_dir, head, for_training=True, head_width=32)

@@ -23,9 +23,10 @@ from invert4tvg.builders import build_engine
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import VideoSpec
 from invert4tvg.data.video import decode_video
+from invert4tvg.modeling.logprobs import TokenConstraint
+from invert4tvg.modeling.processing import eos_token_ids
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.processing import eos_token_ids
-from invert4tvg.rollout.base import SamplingParams, StaleWeightsError, TokenConstraint
+from invert4tvg.rollout.base import SamplingParams, StaleWeightsError
 from invert4tvg.rollout.ray_pool import RayEnginePool, RolloutWorkerError
 from invert4tvg.workflows.recipe_loader import load_recipe
 
@@ -125,8 +126,7 @@ def test_workers_honour_a_heads_token_constraint(pool, setup):
 
 def test_workers_return_the_hidden_states_a_readout_asks_for(pool, setup):
     """A head that reads hidden states (loc, meco) gets them from Ray workers' HF engines with the completions."""
-    from invert4tvg.policy.readout import frame_features
-    from invert4tvg.rollout.base import HiddenReadout
+    from invert4tvg.modeling.readout import HiddenReadout, frame_features
 
     _, policy, requests = setup
     vocab = policy.model.get_output_embeddings().weight.shape[0]  # (beyond the tokenizer's: padded rows)

@@ -26,9 +26,9 @@ from invert4tvg.builders import build_engine
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import VideoSpec
 from invert4tvg.data.video import decode_video
+from invert4tvg.modeling.processing import eos_token_ids, processor_inputs, vision_token_ids
 from invert4tvg.policy.base import Policy
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.processing import eos_token_ids, processor_inputs, vision_token_ids
 from invert4tvg.rollout.base import RolloutEngine, RolloutRequest, SamplingParams, StaleWeightsError
 
 ENGINES = ("hf", "ray-hf", "vllm", "ray-vllm", "fake-vllm", "fake-ray-vllm")

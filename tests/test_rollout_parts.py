@@ -17,8 +17,8 @@ from invert4tvg.builders import build_engine
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import VideoSpec
 from invert4tvg.data.video import decode_video
+from invert4tvg.modeling.processing import processor_inputs, video_processor_kwargs
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.processing import processor_inputs, video_processor_kwargs
 from invert4tvg.rollout.base import RolloutRequest
 from invert4tvg.rollout.sharding import expected_work, plan_shards, shard_seed
 from invert4tvg.rollout.vllm_engine import vllm_video_inputs

@@ -11,11 +11,11 @@ from invert4tvg.config import ModelArguments
 from invert4tvg.data.formats import load_records
 from invert4tvg.data.video import decode_video
 from invert4tvg.grpo.loss import LOSS_TYPES
+from invert4tvg.modeling.logprobs import token_logprobs
+from invert4tvg.modeling.shared_prefix import micro_batches, shared_prefix_batch
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.rollout.base import Completion
 from invert4tvg.tasks import TaskSampler
-from invert4tvg.training.logprobs import token_logprobs
-from invert4tvg.training.shared_prefix import micro_batches, shared_prefix_batch
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_a_grpo_step_is_the_same_with_and_without_shared_prefix(
 def test_shared_prefix_refuses_attention_that_takes_no_mask():
     from types import SimpleNamespace
 
-    from invert4tvg.training.shared_prefix import check_attention
+    from invert4tvg.modeling.shared_prefix import check_attention
 
     with pytest.raises(ValueError, match="shared_prefix: false"):
         check_attention(SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")))

@@ -15,7 +15,7 @@ import pytest
 from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
 from invert4tvg.data.synthetic.actions import ACTIONS
 from invert4tvg.data.synthetic.language import ONE_LEMMA
-from invert4tvg.data.synthetic.oracle import (
+from invert4tvg.eval.oracle import (
     baseline_miou,
     load_truth,
     oracle_accuracy,

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rewards import SPAN_PARSERS, temporal_iou
+
 THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
 IOU_TIE_TOLERANCE = 1e-9
 ACTION_TASKS: tuple[str, ...] = ("vc", "ar", "vd")
@@ -202,7 +204,6 @@ def score_output(
     same way; ``"time-r1"`` reads them as Time-R1's public evaluation does (the last "A to B" anywhere in the
     output), to reproduce published numbers. The two give different numbers on the same outputs.
     """
-    from rewards import SPAN_PARSERS, temporal_iou
 
     if parser not in SPAN_PARSERS:
         raise ValueError(f"unknown parser {parser!r}; choose from {', '.join(SPAN_PARSERS)}")

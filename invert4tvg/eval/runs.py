@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from invert4tvg.eval.metrics import METRIC_KEYS
+from invert4tvg.eval.metrics import METRIC_KEYS, metrics_from_predictions
 
 # Metadata keys that, with the setting name, decide which runs are seeds of the same experiment.
 GROUP_KEYS: tuple[str, ...] = (
@@ -219,7 +219,6 @@ def load_eval_dir(path: Path) -> RunResult:
         source = "metrics.json"
     elif predictions.is_file():
         # The evaluator was stopped before writing metrics.json: recompute from the predictions it wrote.
-        from invert4tvg.eval.metrics import metrics_from_predictions
 
         rows = read_jsonl(predictions, warnings)
         if not rows:

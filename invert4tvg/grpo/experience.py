@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from invert4tvg.policy.base import Policy, SequenceBatch
+from invert4tvg.modeling.sequences import SequenceBatch
+from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import Completion, RolloutEngine, RolloutRequest, SamplingParams
 from invert4tvg.tasks import TaskInstance, reward_columns
 

@@ -11,6 +11,7 @@ import torch
 
 from invert4tvg.grpo.experience import Rollouts
 from invert4tvg.grpo.loss import Advantages
+from invert4tvg.training.distributed import gather_objects
 from invert4tvg.training.videos import VideoFailureBudget
 from rewards.composite import TASK_SLOTS
 
@@ -34,7 +35,6 @@ def gather_for_metrics(accelerator, rollouts: Rollouts, advantages: Advantages) 
     and counters describe the global batch, not process 0's share. Timings are the slowest process's."""
     if accelerator.num_processes == 1:
         return rollouts, advantages
-    from invert4tvg.training.distributed import gather_objects
 
     local = {
         "tasks": list(rollouts.columns["task"]),

@@ -35,11 +35,16 @@ def _adapter_is_trained(model: torch.nn.Module) -> bool:
     )
 
 
-def build_reference(model: torch.nn.Module, accelerator) -> torch.nn.Module | None:
+def build_reference(model: torch.nn.Module, accelerator, sharded: bool = False) -> torch.nn.Module | None:
     """The frozen reference the KL term pulls towards: the model as training starts.
 
-    - full fine-tuning: a frozen copy, on ``accelerator.device``, in eval mode; in the compute dtype under mixed
-      precision (the reference is never updated, so it needs no fp32 master weights);
+    - full fine-tuning: a frozen copy in eval mode, on ``accelerator.device``, computing exactly as the policy does:
+      the same parameter and buffer dtypes and the same autocast placement (``prepare_model`` patches its forward as
+      ``prepare`` patches the policy's, so the LM head applied outside the forward runs in the same precision). A
+      bf16 copy is not the policy: the rotary ``inv_freq`` in bf16 turns positions by up to 2.3 rad at position 2000
+      for Qwen2.5-VL, and bf16 norms and residuals alone move log-probs by about 3e-3 on the tiny model, so the KL
+      would pull away from the starting point instead of towards it. Under FSDP2 the copy is sharded like the
+      policy instead (:func:`invert4tvg.training.fsdp.shard_reference`);
     - a new LoRA adapter: None (the reference is the base model, adapters disabled: no copy);
     - a trained LoRA adapter (e.g. an SFT warm start): None, and a frozen copy of the adapter is added to ``model``
       under the name ``"ref"``, as TRL does; disabling the adapter would give the model before SFT instead.
@@ -56,10 +61,13 @@ def build_reference(model: torch.nn.Module, accelerator) -> torch.nn.Module | No
                         ref.requires_grad_(False)
             model.set_adapter("default")  # the trained adapter stays the active, trainable one
         return None
+    if sharded:
+        from invert4tvg.training.fsdp import shard_reference
+
+        return shard_reference(model, accelerator)
     ref = copy.deepcopy(model).eval()
     ref.requires_grad_(False)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(accelerator.mixed_precision))
-    return ref.to(device=accelerator.device, dtype=dtype) if dtype else ref.to(accelerator.device)
+    return accelerator.prepare_model(ref, evaluation_mode=True)  # device + autocast, never a DDP wrapper
 
 
 @contextlib.contextmanager

@@ -23,14 +23,15 @@ from invert4tvg.grpo.experience import Rollouts, grounding_spans, rollouts_from_
 from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
 from invert4tvg.grpo.metrics import gather_for_metrics, step_metrics
 from invert4tvg.grpo.sampling_correction import SamplingCorrection
+from invert4tvg.modeling.readout import capture_layers
+from invert4tvg.modeling.shared_prefix import check_attention, micro_batches, shared_prefix_batch
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Policy
-from invert4tvg.policy.readout import capture_layers
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
+from invert4tvg.training import fsdp
 from invert4tvg.training.base import TrainerBase
 from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
-from invert4tvg.training.shared_prefix import check_attention, micro_batches, shared_prefix_batch
 from invert4tvg.training.stops import StopSignals
 
 logger = logging.getLogger(__name__)
@@ -90,16 +91,20 @@ class GRPOTrainer(TrainerBase):
         self.head_aux_loss_weight = args.head_aux_loss_weight if head is not None else 0.0
         if head is not None:
             head.requires_grad_(bool(self.head_aux_loss_weight))
-        self.ref_model = modelprep.build_reference(policy.model, accelerator) if args.beta != 0.0 else None
+        self.ref_model = (
+            modelprep.build_reference(policy.model, accelerator, sharded=bool(args.fsdp))
+            if args.beta != 0.0
+            else None
+        )
         self.prepare(updates_per_step=args.num_iterations)
+        if getattr(engine, "shares_model", False):
+            fsdp.generate_gathered(engine, self.model)  # sharded: one all-gather per generate call
         modelprep.check_devices(accelerator.device, {"policy": policy.model, "reference": self.ref_model})
 
     def _ref_context(self):
-        """Reference passes: the frozen copy runs under the same autocast as the policy; with LoRA the policy itself
-        runs with the reference adapter (or with adapters disabled), see ``modelprep.build_reference``."""
-        if self.ref_model is not None:
-            return self.accelerator.autocast()
-        return modelprep.reference_context(self.accelerator.unwrap_model(self.model), None)
+        """Reference passes: the frozen copy carries the policy's autocast itself; with LoRA the policy itself runs
+        with the reference adapter (or with adapters disabled), see ``modelprep.build_reference``."""
+        return modelprep.reference_context(self.accelerator.unwrap_model(self.model), self.ref_model)
 
     # -- state ----------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

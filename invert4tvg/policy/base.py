@@ -22,54 +22,21 @@ import torch
 from transformers import BatchFeature
 
 from invert4tvg.data.frames import DecodedVideo
-from invert4tvg.policy.processing import processor_inputs, render_prompt, select_inputs, vision_token_ids
-from invert4tvg.rollout.base import Completion, HiddenReadout, RolloutRequest, TokenConstraint
-from invert4tvg.training.logprobs import constrained_logprobs, hidden_states_at, token_logprobs
+from invert4tvg.modeling.logprobs import (
+    TokenConstraint,
+    constrained_logprobs,
+    hidden_states_at,
+    token_logprobs,
+)
+from invert4tvg.modeling.processing import processor_inputs, render_prompt, select_inputs, vision_token_ids
+from invert4tvg.modeling.readout import HiddenReadout
+from invert4tvg.modeling.sequences import SequenceBatch
+from invert4tvg.rollout.base import Completion, RolloutRequest
 
 # Written next to every saved model (final/, checkpoints' model/): which head decodes it, with its options.
 HEAD_FILE = "invert4tvg_head.json"
 # The think text of inversion-task targets (Invert-SFT), whatever the head: those answers are text for every head.
 INVERT_THINK = "The clip shows what happens in this event."
-
-
-@dataclass
-class SequenceBatch:
-    """Prompt + completion sequences with the exact video tensors the rollout used.
-
-    ``inputs`` holds ``input_ids`` (left-padded prompt, then right-padded completion), ``attention_mask`` and the
-    processor's video tensors; ``completion_mask`` is 1 on completion tokens up to and including EOS.
-    """
-
-    inputs: BatchFeature
-    completion_ids: torch.Tensor  # (B, T)
-    completion_mask: torch.Tensor  # (B, T)
-    constraints: list[TokenConstraint | None] | None = None  # per row: what the rollout engine was held to
-
-    def __len__(self) -> int:
-        return self.completion_ids.shape[0]
-
-    def logit_positions(self) -> torch.Tensor:
-        """Positions whose next-token logits score the completion: the last prompt token, then all but the last
-        completion token (the same in every row: prompts are left-padded)."""
-        length, width = self.inputs["input_ids"].shape[1], self.completion_ids.shape[1]
-        return torch.arange(length - width - 1, length - 1)
-
-    def select(self, rows: Sequence[int]) -> SequenceBatch:
-        index = list(rows)
-        return SequenceBatch(
-            inputs=select_inputs(self.inputs, index),
-            completion_ids=self.completion_ids[index],
-            completion_mask=self.completion_mask[index],
-            constraints=None if self.constraints is None else [self.constraints[i] for i in index],
-        )
-
-    def to(self, device: torch.device | str) -> SequenceBatch:
-        return SequenceBatch(
-            self.inputs.to(device),
-            self.completion_ids.to(device),
-            self.completion_mask.to(device),
-            self.constraints,
-        )
 
 
 @dataclass
@@ -172,8 +139,8 @@ class Policy(ABC):
         Logits are divided by ``temperature``, vision tokens are excluded and rows generated under a
         :class:`TokenConstraint` are held to it, matching the distribution rollouts sample from: the policy GRPO
         trains is the constrained one. ``batch`` may also be a
-        :class:`~invert4tvg.training.shared_prefix.SharedPrefixBatch` (each prompt once, then its G completions);
-        full-vocabulary logits are never held for the whole micro-batch (:mod:`invert4tvg.training.logprobs`).
+        :class:`~invert4tvg.modeling.shared_prefix.SharedPrefixBatch` (each prompt once, then its G completions);
+        full-vocabulary logits are never held for the whole micro-batch (:mod:`invert4tvg.modeling.logprobs`).
         """
         positions = batch.logit_positions().to(batch.completion_ids.device)
         hidden, head = hidden_states_at(model, batch.inputs, positions)

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from transformers import BatchFeature
 
+from invert4tvg.modeling.logprobs import TokenConstraint
+from invert4tvg.modeling.processing import eos_token_ids
 from invert4tvg.policy import segmentation_loss as seg
 from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
-from invert4tvg.policy.processing import eos_token_ids
-from invert4tvg.rollout.base import Completion, TokenConstraint
+from invert4tvg.rollout.base import Completion
 from rewards import window_labels
 
 DEFAULT_FRAMES = 25  # [paper]

@@ -23,11 +23,12 @@ from typing import Any, ClassVar
 import torch
 from transformers import BatchFeature
 
+from invert4tvg.modeling.readout import HiddenReadout, HiddenStates, capture_layers, frame_features
+from invert4tvg.modeling.sequences import SequenceBatch
+from invert4tvg.modeling.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBatch, shared_prefix_batch
 from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import Decoded, Policy, SequenceBatch, SupervisedExample
-from invert4tvg.policy.readout import capture_layers, frame_features
-from invert4tvg.rollout.base import Completion, HiddenReadout, HiddenStates, RolloutRequest
-from invert4tvg.training.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBatch, shared_prefix_batch
+from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
+from invert4tvg.rollout.base import Completion, RolloutRequest
 
 # Sequences per no-grad decoding forward (prompt + video + answer each).
 DECODE_BATCH = 8
@@ -175,7 +176,7 @@ class HiddenStatePolicy(Policy):
         """The readout of finished sequences (``(request index, completion)`` pairs) for engines that return none
         (vLLM): no-grad forwards keeping only the two layers the head reads. With SDPA or eager attention a
         request's completions go in one shared-prefix row (the prompt and its video once, as generation's
-        prefill: ``training/shared_prefix.py``); otherwise ``DECODE_BATCH`` repeated-layout sequences at a time."""
+        prefill: ``modeling/shared_prefix.py``); otherwise ``DECODE_BATCH`` repeated-layout sequences at a time."""
         if not completions:
             return []
         device = next(self.model.parameters()).device

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+from invert4tvg.config_checks import looks_local
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import HEAD_FILE, Policy
 
@@ -50,7 +51,6 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
     """Model + processor + head. A directory holding a LoRA adapter (``adapter_config.json``) is loaded onto its
     base model; with ``use_peft`` a new adapter is added for training."""
     path = args.model_name_or_path
-    from invert4tvg.config_checks import looks_local
 
     if looks_local(path) and not Path(path).expanduser().exists():
         raise FileNotFoundError(

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 from invert4tvg.policy.base import Decoded, Policy
 from invert4tvg.rollout.base import Completion
+from invert4tvg.tasks.prompts import TEXT_TIMESTAMPS_ANSWER
+from rewards import parse_span
 
 # Short on purpose: every think token is generated G times per prompt in GRPO. Fields: query, start, end, duration.
 DEFAULT_THINK = "I look for when the event happens."
-THINK_THEN = "Think inside <think></think>, then"
 
 
 class TextTimestampPolicy(Policy):
     """Text timestamps: no extra tokens or modules; SFT targets are ``<think>..</think> <answer>S to E</answer>``."""
 
     name = "text_timestamps"
-    answer_instruction = (
-        f"{THINK_THEN} give its start and end time in seconds with two decimals inside <answer></answer>, "
-        "like <answer>4.20 to 9.85</answer>."
-    )
+    answer_instruction = TEXT_TIMESTAMPS_ANSWER
 
     def __init__(self, model, processor, think_template: str = DEFAULT_THINK) -> None:
         super().__init__(model, processor)
@@ -38,8 +36,6 @@ class TextTimestampPolicy(Policy):
         return f"{start:.2f} to {end:.2f}"
 
     def read_span(self, text: str, duration: float) -> tuple[float, float] | None:
-        from rewards import parse_span
-
         return parse_span(text)
 
     def think(self, query: str, start: float, end: float, duration: float) -> str:

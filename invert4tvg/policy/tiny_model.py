@@ -28,26 +28,10 @@ from transformers import (
 )
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
+from invert4tvg.data.synthetic import vocabulary
+from invert4tvg.modeling.processing import SPECIAL_TOKENS
 from invert4tvg.policy.chat_template import QWEN2_VL_CHAT_TEMPLATE
-
-# Qwen2.5-VL's special tokens, in Qwen's order (their ids follow the trained vocabulary here).
-SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-VISION_SPECIAL_TOKENS = SPECIAL_TOKENS[3:]
+from invert4tvg.tasks.prompts import template_corpus
 
 
 @dataclass(frozen=True)
@@ -73,8 +57,6 @@ class TinyModelSpec:
 
 def default_corpus() -> list[str]:
     """Text the tokenizer is trained on: prompt templates, benchmark vocabulary, answers with numbers."""
-    from invert4tvg.data.synthetic import vocabulary
-    from invert4tvg.tasks.prompts import template_corpus
 
     texts = list(template_corpus()) + list(vocabulary())
     # Answers in the trained format, so "to", ".", digits and the tags become frequent merges.

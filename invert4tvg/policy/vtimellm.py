@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 
-from invert4tvg.policy.text_timestamps import THINK_THEN, TextTimestampPolicy
+from invert4tvg.policy.text_timestamps import TextTimestampPolicy
+from invert4tvg.tasks.prompts import THINK_THEN
+from rewards import answer_text
 
 BINS = 100  # "from 00 to 99": two digits
 INDEX_SPAN = re.compile(r"from\s+([0-9]{1,2})\s+to\s+([0-9]{1,2})(?![0-9])", re.IGNORECASE)
@@ -36,7 +38,6 @@ class VTimeLLMPolicy(TextTimestampPolicy):
 
     def read_span(self, text: str, duration: float) -> tuple[float, float] | None:
         """The last "from S to E" of the last answer block, in seconds; None when absent or reversed."""
-        from rewards import answer_text
 
         answer = answer_text(text)
         matches = INDEX_SPAN.findall(answer) if answer is not None else []

@@ -28,29 +28,8 @@ from dataclasses import dataclass
 import torch
 
 from invert4tvg.data.frames import DecodedVideo
-
-
-@dataclass(frozen=True)
-class TokenConstraint:
-    """Exactly ``length`` tokens, each one of ``allowed``, then one of ``end`` (the end-of-sequence ids)."""
-
-    allowed: tuple[int, ...]
-    length: int
-    end: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if self.length < 1 or not self.allowed or not self.end:
-            raise ValueError(f"a TokenConstraint needs length >= 1, allowed and end ids; got {self}")
-
-    def allowed_mask(self, width: int, vocab_size: int) -> torch.Tensor:
-        """(width, vocab) bool: which tokens each completion position may hold (every token after the end)."""
-        mask = torch.ones(width, vocab_size, dtype=torch.bool)
-        mask[: self.length] = False
-        mask[: self.length, list(self.allowed)] = True
-        if self.length < width:
-            mask[self.length] = False
-            mask[self.length, list(self.end)] = True
-        return mask
+from invert4tvg.modeling.logprobs import TokenConstraint
+from invert4tvg.modeling.readout import HiddenReadout, HiddenStates
 
 
 def check_room(constraints: Sequence[TokenConstraint | None], max_tokens: int) -> None:
@@ -61,26 +40,6 @@ def check_room(constraints: Sequence[TokenConstraint | None], max_tokens: int) -
             f"the head's answer takes {longest} tokens (with the end token) but generation stops after {max_tokens}: "
             f"raise max_completion_length (or --max-new-tokens) to at least {longest}"
         )
-
-
-@dataclass(frozen=True)
-class HiddenReadout:
-    """What a head reads from hidden states: the frame features (the last layer's video-token states, mean-pooled
-    per temporal patch) and the states at ``token_ids`` in the completion from ``token_layer`` (numbered as
-    ``output_hidden_states``: -1 the last, after the final norm)."""
-
-    token_ids: tuple[int, ...]
-    token_layer: int = -1
-
-
-@dataclass
-class HiddenStates:
-    """One completion's readout: (F, H) frame features, (K, H) states at its head tokens and which tokens they are
-    (in order; a token generated last, never fed back to the model, has no state and is left out)."""
-
-    frames: torch.Tensor
-    tokens: torch.Tensor
-    token_ids: list[int]
 
 
 @dataclass

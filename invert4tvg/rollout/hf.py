@@ -1,7 +1,7 @@
 """In-process rollouts with transformers ``generate``: batched, left-padded, vision placeholders suppressed.
 
 Used where there is no vLLM (CPU machines, tests, the demo) and inside Ray actors (``backend: ray-hf``). The video of
-a request is processed once, and a video prompt is prefilled once for all of its samples (``rollout/prefill.py``).
+a request is processed once, and a video prompt is prefilled once for all of its samples (``modeling/prefill.py``).
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from invert4tvg.policy.processing import eos_token_ids, processor_inputs, repeat_inputs, vision_token_ids
-from invert4tvg.policy.readout import capture_layers, generation_readouts
+from invert4tvg.modeling.logprobs import TokenConstraint
+from invert4tvg.modeling.prefill import shared_prefill
+from invert4tvg.modeling.processing import eos_token_ids, processor_inputs, repeat_inputs, vision_token_ids
+from invert4tvg.modeling.readout import capture_layers, generation_readouts
 from invert4tvg.rollout.base import (
     Completion,
     RolloutEngine,
     RolloutRequest,
     SamplingParams,
     StaleWeightsError,
-    TokenConstraint,
     check_room,
 )
-from invert4tvg.rollout.prefill import shared_prefill
 
 
 class _SampledTokenLogprobs(LogitsProcessor):

@@ -3,7 +3,7 @@ vLLM 0.32.0 and tested on CPU against a fake vLLM built from its signatures (``t
 
 What keeps vLLM's rollouts identical in meaning to the trainer's forward passes:
 
-- **Video timing.** Each request carries ``(frames, video_metadata)`` exactly as ``policy/processing.py`` gives
+- **Video timing.** Each request carries ``(frames, video_metadata)`` exactly as ``modeling/processing.py`` gives
   them to the transformers processor, with the same overrides (``video_processor_kwargs``), so vLLM's HF
   processor call derives the same ``second_per_grid_ts`` (temporal mRoPE) as the trainer. vLLM only forwards the
   metadata of Qwen2.5-VL videos since vllm-project/vllm#47736 (merged 2026-07; before it, pre-decoded videos got
@@ -45,6 +45,7 @@ import torch
 
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
+from invert4tvg.modeling.processing import video_processor_kwargs, vision_token_ids
 from invert4tvg.rollout.base import (
     Completion,
     RolloutEngine,
@@ -113,8 +114,6 @@ class VLLMEngine(RolloutEngine):
                 f"import failed: {err}"
             ) from err
         from transformers import AutoProcessor
-
-        from invert4tvg.policy.processing import video_processor_kwargs, vision_token_ids
 
         self._vllm = vllm
         self.model_args = model

@@ -16,15 +16,18 @@ import torch
 
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
+from invert4tvg.modeling.logprobs import TokenConstraint
+from invert4tvg.modeling.readout import HiddenReadout
+from invert4tvg.policy.loading import load_policy
 from invert4tvg.rollout.base import (
     Completion,
-    HiddenReadout,
     RolloutEngine,
     RolloutRequest,
     SamplingParams,
     StaleWeightsError,
-    TokenConstraint,
 )
+from invert4tvg.rollout.hf import HFEngine
+from invert4tvg.rollout.vllm_engine import VLLMEngine
 from invert4tvg.rollout.weights import PackedWeights, unpack_weights
 
 #: A request as it travels to a worker: (prompt, num_samples, request_id, index of its video argument or None,
@@ -47,9 +50,6 @@ class EngineSpec:
 def build_local_engine(spec: EngineSpec) -> RolloutEngine:
     """The engine a worker hosts, holding its own copy of the model (``shares_model=False``)."""
     if spec.backend == "hf":
-        from invert4tvg.policy.loading import load_policy
-        from invert4tvg.rollout.hf import HFEngine
-
         # Built the way the trainer builds its policy (LoRA adapters included) so parameter names match the
         # trainer's ``weights_for_sync()``; the adapters' random init is overwritten by the first sync.
         policy = load_policy(spec.model, for_training=True)
@@ -60,8 +60,6 @@ def build_local_engine(spec: EngineSpec) -> RolloutEngine:
         model.to(device)
         return HFEngine(model, policy.processor, spec.max_batch_sequences, shares_model=False)
     if spec.backend == "vllm":
-        from invert4tvg.rollout.vllm_engine import VLLMEngine
-
         return VLLMEngine(spec.model, max_batch_sequences=spec.max_batch_sequences, **spec.vllm_options)
     raise ValueError(f"unknown worker engine {spec.backend!r}; use hf or vllm")
 

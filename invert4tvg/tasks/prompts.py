@@ -19,18 +19,22 @@ TASKS = ("tvg", "vc", "ar", "vd")
 INVERSION_TASKS = ("vc", "ar", "vd")
 FIELDS = frozenset({"query", "masked_query", "duration", "answer_format"})
 
-_THINK = "Think inside <think></think>, then"
+THINK_THEN = "Think inside <think></think>, then"
+# The default head's answer instruction (text timestamps, ``TextTimestampPolicy.answer_instruction``): the tiny
+# model's tokenizer is trained on the default prompts, so they must be complete without a policy.
+TEXT_TIMESTAMPS_ANSWER = (
+    f"{THINK_THEN} give its start and end time in seconds with two decimals inside <answer></answer>, "
+    "like <answer>4.20 to 9.85</answer>."
+)
 TVG_PROMPT = "The video is {duration} seconds long. When does this event happen: '{query}'? {answer_format}"
 VC_PROMPT = (
     "Add a verb for the event '{masked_query}' based on the video. "
-    f"{_THINK} write the completed sentence inside <answer></answer>."
+    f"{THINK_THEN} write the completed sentence inside <answer></answer>."
 )
-AR_PROMPT = (
-    f"Use a verb to describe the event based on the video. {_THINK} give the verb inside <answer></answer>."
-)
+AR_PROMPT = f"Use a verb to describe the event based on the video. {THINK_THEN} give the verb inside <answer></answer>."
 VD_PROMPT = (
     "Describe what people have done based on the video. "
-    f"{_THINK} give the description inside <answer></answer>."
+    f"{THINK_THEN} give the description inside <answer></answer>."
 )
 
 
@@ -69,14 +73,8 @@ class PromptTemplates:
             query=query,
             masked_query=masked_query,
             duration=f"{duration:.2f}",
-            answer_format=default_answer_format() if self.answer_format is None else self.answer_format,
+            answer_format=TEXT_TIMESTAMPS_ANSWER if self.answer_format is None else self.answer_format,
         )
-
-
-def default_answer_format() -> str:
-    from invert4tvg.policy.text_timestamps import TextTimestampPolicy
-
-    return TextTimestampPolicy.answer_instruction
 
 
 def _check_template(task: str, template: Any) -> None:
@@ -97,6 +95,6 @@ def template_corpus() -> list[str]:
     """The literal text of every default template (fields removed), e.g. to train a tokenizer on."""
     texts = []
     for template in (TVG_PROMPT, VC_PROMPT, AR_PROMPT, VD_PROMPT):
-        template = template.replace("{answer_format}", default_answer_format())
+        template = template.replace("{answer_format}", TEXT_TIMESTAMPS_ANSWER)
         texts.append("".join(literal for literal, *_ in string.Formatter().parse(template)))
     return texts

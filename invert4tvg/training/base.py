@@ -16,6 +16,8 @@ from typing import Any
 from invert4tvg.config import TrainingArguments
 from invert4tvg.policy.base import Policy
 from invert4tvg.training import checkpoint as ckpt
+from invert4tvg.training import fsdp
+from invert4tvg.training.guards import check_parameters
 from invert4tvg.training.optim import build_optimizer
 from invert4tvg.training.output_dir import save_final
 from invert4tvg.training.run_log import MetricsLog
@@ -55,13 +57,20 @@ class TrainerBase:
     def prepare(self, updates_per_step: int = 1) -> None:
         """Build the optimizer and schedule, wrap the model (DDP/FSDP/DeepSpeed) and open the metric log. Called by
         the subclass once the model is final (GRPO first copies the reference model from it)."""
-        optimizer, scheduler = build_optimizer(
-            self.policy.model, self.args, self.total_steps, updates_per_step
-        )
-        # The scheduler stays out of accelerator.prepare: its wrapper steps it once per process per call, which
-        # would run the schedule num_processes times too fast (every process steps its own copy once per update).
-        self.model, self.optimizer = self.accelerator.prepare(self.policy.model, optimizer)
-        self.scheduler = scheduler
+        if self.args.fsdp:
+            # Sharded in place (FSDP2); the optimizer is built on the sharded parameters, outside accelerate.
+            self.model = fsdp.shard(self.policy.model, self.accelerator)
+            self.optimizer, self.scheduler = build_optimizer(
+                self.model, self.args, self.total_steps, updates_per_step
+            )
+        else:
+            optimizer, scheduler = build_optimizer(
+                self.policy.model, self.args, self.total_steps, updates_per_step
+            )
+            # The scheduler stays out of accelerator.prepare: its wrapper steps it once per process per call, which
+            # would run the schedule num_processes times too fast (every process steps its own copy once per update).
+            self.model, self.optimizer = self.accelerator.prepare(self.policy.model, optimizer)
+            self.scheduler = scheduler
         self.log = MetricsLog(self.run_dir, self.accelerator, self.accelerator.is_main_process)
 
     # -- resumable state ------------------------------------------------------------------------------------
@@ -81,6 +90,10 @@ class TrainerBase:
         }
 
     def save(self) -> Path:
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        check_parameters(
+            unwrapped, self.step, self.run_dir, what="before saving step"
+        )  # never checkpoint NaN
         return ckpt.save_checkpoint(
             self.run_dir,
             self.step,

@@ -28,7 +28,7 @@ import torch
 
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import HEAD_FILE
-from invert4tvg.training.guards import check_parameters, disk_guard
+from invert4tvg.training.disk import disk_guard
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +91,12 @@ def save_checkpoint(
     head_config: dict[str, Any] | None = None,
 ) -> Path:
     """``run_dir/checkpoints/step_N``: weights (+ the head's record, ``head_config``), optimizer, scheduler,
-    trainer state and every process's RNG; written to a temporary name and renamed when complete."""
+    trainer state and every process's RNG; written to a temporary name and renamed when complete. The caller checks
+    the weights are finite first (``TrainerBase.save``)."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step_{step}"
     tmp = root / f".step_{step}.tmp"
     unwrapped = accelerator.unwrap_model(model)
-    check_parameters(unwrapped, step, run_dir, what="before saving step")  # never checkpoint NaN weights
     with disk_guard(tmp, f"checkpoint step_{step}"):
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -23,7 +23,8 @@ from typing import Any
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import HEAD_FILE
 from invert4tvg.training import checkpoint as ckpt
-from invert4tvg.training.guards import check_parameters, disk_guard
+from invert4tvg.training.disk import disk_guard
+from invert4tvg.training.guards import check_parameters
 
 logger = logging.getLogger(__name__)
 

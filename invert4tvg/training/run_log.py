@@ -22,6 +22,9 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from invert4tvg.training.disk import disk_guard
+from rewards.nlp import backend_name
+
 logger = logging.getLogger(__name__)
 
 _PACKAGES = (
@@ -62,7 +65,6 @@ def versions() -> dict[str, str]:
 
 def write_metadata(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     """Write ``RUN/metadata.json`` with the given fields plus versions and the active NLP backend."""
-    from rewards.nlp import backend_name
 
     meta = {"versions": versions(), "nlp_backend": backend_name(), **fields}
     path = Path(run_dir) / "metadata.json"
@@ -91,7 +93,6 @@ class MetricsLog:
     def log(self, row: dict[str, Any], step: int) -> None:
         if not self.is_main:
             return
-        from invert4tvg.training.guards import disk_guard
 
         row = {"step": step, **row}
         data = (json.dumps(row, default=_jsonable) + "\n").encode()

@@ -24,6 +24,8 @@ from types import FrameType
 
 import torch
 
+from invert4tvg.config_checks import ConfigError
+
 logger = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -117,7 +119,6 @@ class StopSignals:
 def run_main(main, argv: list[str]):
     """Run a recipe's ``main``; on :class:`RunInterrupted` print its one line last and exit with its code; a
     configuration error (a bad value, a missing input file) is one line and exit code 2, not a traceback."""
-    from invert4tvg.config_checks import ConfigError
 
     try:
         return main(argv)

@@ -9,27 +9,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Any
 
-# tracker -> the module it needs
-TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 DEFAULT_WANDB_PROJECT = "invert4tvg"
-
-
-def check_report_to(report_to: list[str]) -> None:
-    from invert4tvg.config_checks import ConfigError
-
-    for name in report_to:
-        if name not in TRACKERS:
-            raise ConfigError(f"report_to: unknown tracker {name!r}; use {', '.join(TRACKERS)} or none")
-        if importlib.util.find_spec(TRACKERS[name]) is None:
-            extra = " (pip install 'invert4tvg[wandb]')" if name == "wandb" else ""
-            raise ConfigError(
-                f"report_to {name}: {TRACKERS[name]} is not installed{extra}; install it or remove {name} from "
-                "report_to (--report_to none logs to metrics.jsonl only)"
-            )
 
 
 def run_name(args: Any) -> str:
@@ -67,6 +50,9 @@ def start_trackers(accelerator, args: Any, config: dict[str, Any]) -> None:
     """Start the trackers and record the configuration as hyperparameters (main process only)."""
     if not args.report_to:
         return
-    from invert4tvg.config import tracker_config
-
     accelerator.init_trackers(run_name(args).replace("/", "_"), config=tracker_config(config))
+
+
+def tracker_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters as TensorBoard accepts them (scalars and strings only)."""
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in config.items()}

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from invert4tvg.policy.tiny_model import build_tiny_model
 from invert4tvg.workflows.demo import REPO, _args, _evaluate, _paths, ensure_benchmark, load_recipe
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,6 @@ def _launch(run: Run, command: list[str]) -> tuple[Run, int, float]:
 
 def warm_start(root: Path, testbed: Testbed) -> Path:
     """Train (once) and evaluate on the test split (once) the warm start every setting starts from."""
-    from invert4tvg.policy.tiny_model import build_tiny_model
 
     final = root / "sft" / "final"
     if not final.exists():

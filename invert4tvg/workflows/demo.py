@@ -15,7 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from invert4tvg.config import DataArguments, ModelArguments, parse_config
+from invert4tvg.builders import build_engine, frame_cache, load_split, load_templates
+from invert4tvg.config import DataArguments, GRPOArguments, ModelArguments, TaskArguments, parse_config
+from invert4tvg.data.formats import load_records
+from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
+from invert4tvg.eval.runner import evaluate, whole_video_metrics
+from invert4tvg.policy.loading import load_policy
+from invert4tvg.policy.tiny_model import build_tiny_model
 from invert4tvg.workflows.recipe_loader import load_recipe
 
 logger = logging.getLogger(__name__)
@@ -26,7 +32,6 @@ GROUNDING_KEYS = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
 
 def ensure_benchmark(bench: Path, num_videos: int, seed: int, preset: str = "demo") -> None:
     """Generate the ``preset`` benchmark into ``bench`` unless the same one (preset, size, seed) is already there."""
-    from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
 
     config = SynthConfig.preset(preset)
     meta_path = bench / "metadata.json"
@@ -63,11 +68,6 @@ def _args(config: str, overrides: dict[str, str], extra: list[str]) -> list[str]
 def _evaluate(
     model_dir: Path, out: Path, grpo_args: list[str], name: str, dataset: str = "synthetic (demo preset)"
 ) -> dict[str, Any]:
-    from invert4tvg.builders import build_engine, frame_cache, load_split, load_templates
-    from invert4tvg.config import GRPOArguments, TaskArguments
-    from invert4tvg.eval.runner import evaluate
-    from invert4tvg.policy.loading import load_policy
-
     model_args, data_args, task_args, args = parse_config(
         (ModelArguments, DataArguments, TaskArguments, GRPOArguments), grpo_args
     )
@@ -101,8 +101,6 @@ def run_demo(
     grpo_steps: int | None = None,
 ) -> dict:
     """Run every stage; ``sft_steps`` / ``grpo_steps`` override the configs' budgets (tests use tiny ones)."""
-    from invert4tvg.eval.runner import whole_video_metrics
-    from invert4tvg.policy.tiny_model import build_tiny_model
 
     out = Path(out)
     started = time.perf_counter()
@@ -145,7 +143,6 @@ def run_demo(
         "sft": _evaluate(out / "sft" / "final", out, grpo_args, "sft"),
         "grpo": _evaluate(out / "grpo" / "final", out, grpo_args, "grpo"),
     }
-    from invert4tvg.data.formats import load_records
 
     test = load_records("tvg-json", bench / "test.json", video_dir=bench / "videos").records
     summary = {

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from invert4tvg import __version__
 from invert4tvg.data.synthetic.actions import PAIRS
 from invert4tvg.data.synthetic.config import SynthConfig
 from invert4tvg.data.synthetic.language import activity_query
@@ -169,8 +170,6 @@ def generate_benchmark(
 def _metadata(
     results: list[dict[str, Any]], splits: list[str], seed: int, cfg: SynthConfig
 ) -> dict[str, Any]:
-    from invert4tvg import __version__
-
     counts = {
         s: {
             "videos": sum(1 for x in splits if x == s),

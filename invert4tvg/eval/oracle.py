@@ -24,6 +24,9 @@ from typing import Any
 from invert4tvg.data.formats import load_records
 from invert4tvg.data.records import GroundingRecord
 from invert4tvg.data.synthetic.language import WORDINGS
+from invert4tvg.tasks.instances import build_task_instance, reward_columns
+from invert4tvg.tasks.masking import mask_query
+from rewards import registry
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,6 @@ def oracle_answer(task: str, truth: QueryTruth, masked_query: str, wording: dict
 
 def oracle_accuracy(bench: str | Path, split: str) -> dict[str, float]:
     """VC / AR / VD accuracy (percent) of the oracle, scored by the registered rewards."""
-    from invert4tvg.tasks.instances import build_task_instance, reward_columns
-    from rewards import registry
 
     truths, wording = load_truth(bench, split), _wording(bench)
     out = {}
@@ -122,7 +123,6 @@ def baseline_miou(bench: str | Path, split: str) -> dict[str, float]:
 def text_only_vc_accuracy(bench: str | Path, split: str = "test") -> dict[str, Any]:
     """Accuracy (percent) of guessing the masked action from the masked query text alone, learned on train, with
     the chance level it should be compared with (the most frequent action of ``split``)."""
-    from invert4tvg.tasks.masking import mask_query
 
     def keyed(truths: list[QueryTruth]) -> list[tuple[str, str]]:
         return [(mask_query(t.record.query).text.lower().strip(" ."), t.action) for t in truths]

@@ -7,11 +7,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from invert4tvg.rollout.base import HiddenReadout, HiddenStates
+
+@dataclass(frozen=True)
+class HiddenReadout:
+    """What a head reads from hidden states: the frame features (the last layer's video-token states, mean-pooled
+    per temporal patch) and the states at ``token_ids`` in the completion from ``token_layer`` (numbered as
+    ``output_hidden_states``: -1 the last, after the final norm)."""
+
+    token_ids: tuple[int, ...]
+    token_layer: int = -1
+
+
+@dataclass
+class HiddenStates:
+    """One completion's readout: (F, H) frame features, (K, H) states at its head tokens and which tokens they are
+    (in order; a token generated last, never fed back to the model, has no state and is left out)."""
+
+    frames: torch.Tensor
+    tokens: torch.Tensor
+    token_ids: list[int]
 
 
 def _text_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -98,7 +117,7 @@ def generation_readouts(
     forward's, captured with ``capture_layers(every_call=True)``).
 
     ``prefilled``: the prompts (all but their last token) ran once per request before ``generate``
-    (``rollout/prefill.py``), whose first forward then feeds the last prompt token; otherwise the first forward
+    (``modeling/prefill.py``), whose first forward then feeds the last prompt token; otherwise the first forward
     is the whole prompt repeated per sample. Either way, the forward after the one that sampled completion token
     ``j`` feeds it back, and its state at the token layer is that token's.
     """

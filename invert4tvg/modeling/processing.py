@@ -13,6 +13,25 @@ from transformers import BatchFeature, ProcessorMixin
 
 from invert4tvg.data.frames import DecodedVideo
 
+# Qwen2.5-VL's special tokens, in Qwen's order (their ids follow the trained vocabulary here).
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+VISION_SPECIAL_TOKENS = SPECIAL_TOKENS[3:]
+
 
 def render_prompt(
     processor: ProcessorMixin, messages: list[dict[str, Any]], add_generation_prompt: bool = True
@@ -56,8 +75,6 @@ def video_processor_kwargs(processor: ProcessorMixin) -> dict[str, Any]:
 
 def vision_token_ids(tokenizer) -> list[int]:
     """Ids of the vision special tokens, which a completion must never contain (suppressed in generation)."""
-    from invert4tvg.policy.tiny_model import VISION_SPECIAL_TOKENS
-
     ids = [tokenizer.convert_tokens_to_ids(tok) for tok in VISION_SPECIAL_TOKENS]
     return sorted({i for i in ids if i is not None and i != tokenizer.unk_token_id})
 

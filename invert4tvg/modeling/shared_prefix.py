@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from transformers import BatchFeature
 
-from invert4tvg.policy.base import SequenceBatch
-from invert4tvg.policy.processing import select_inputs
+from invert4tvg.modeling.processing import select_inputs
+from invert4tvg.modeling.sequences import SequenceBatch
 
 MASKABLE_ATTENTION = ("sdpa", "eager")
 

@@ -10,12 +10,36 @@ of keeping every chunk's alive until then.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 # Positions per LM-head call: 512 x 151,936 fp32 logits are about 0.3 GB at Qwen2.5-VL's vocabulary.
 DEFAULT_CHUNK_SIZE = 512
+
+
+@dataclass(frozen=True)
+class TokenConstraint:
+    """Exactly ``length`` tokens, each one of ``allowed``, then one of ``end`` (the end-of-sequence ids)."""
+
+    allowed: tuple[int, ...]
+    length: int
+    end: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.length < 1 or not self.allowed or not self.end:
+            raise ValueError(f"a TokenConstraint needs length >= 1, allowed and end ids; got {self}")
+
+    def allowed_mask(self, width: int, vocab_size: int) -> torch.Tensor:
+        """(width, vocab) bool: which tokens each completion position may hold (every token after the end)."""
+        mask = torch.ones(width, vocab_size, dtype=torch.bool)
+        mask[: self.length] = False
+        mask[: self.length, list(self.allowed)] = True
+        if self.length < width:
+            mask[self.length] = False
+            mask[self.length, list(self.end)] = True
+        return mask
 
 
 def output_head(model: torch.nn.Module) -> torch.nn.Module:
