@@ -159,7 +159,9 @@ def test_readme_quick_start_from_a_fresh_clone(tmp_path):
     done = run(evaluate, clone)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "default prompts" not in done.stderr
-    again = json.loads((run_dir / "eval-test" / "metrics.json").read_text())  # --out's default: next to final/
+    again = json.loads(
+        (run_dir / "eval-test" / "metrics.json").read_text()
+    )  # --out's default: next to final/
     keys = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "VC", "AR", "VD")
     assert {k: again[k] for k in keys} == {k: trained[k] for k in keys}
     assert again["counts"]["samples"] == trained["counts"]["samples"] > 0

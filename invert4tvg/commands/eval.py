@@ -168,5 +168,9 @@ def default_out(model: str, split: str) -> Path:
     path = Path(model)
     if path.is_dir():
         path = path.absolute()
-        return path.parent / f"eval-{split}" if path.name == "final" else path.parent / f"{path.name}-eval-{split}"
+        return (
+            path.parent / f"eval-{split}"
+            if path.name == "final"
+            else path.parent / f"{path.name}-eval-{split}"
+        )
     return Path("runs") / "eval" / f"{model.replace('/', '--')}-{split}"

@@ -18,7 +18,9 @@ def _watch(args: Any) -> str:
 
 
 def _length(args: Any, total_steps: int) -> str:
-    return f"{total_steps} step{'s' if total_steps != 1 else ''}" + ("" if args.max_steps > 0 else f" ({args.num_train_epochs:g} epochs)")
+    return f"{total_steps} step{'s' if total_steps != 1 else ''}" + (
+        "" if args.max_steps > 0 else f" ({args.num_train_epochs:g} epochs)"
+    )
 
 
 def grpo_start_lines(
