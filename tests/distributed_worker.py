@@ -148,7 +148,7 @@ def run(model_dir: str, bench: str, out: str, loss_type: str = "dapo", accelerat
     accelerator = trainer.accelerator
     grads: dict[str, torch.Tensor] = {}
     record_grads(trainer, grads)
-    stats = trainer._update(rollouts, advantages.values)
+    stats = trainer.optimise(trainer.prepare_batch(rollouts, advantages.values))
     result = {"loss": stats["loss"], "kl": stats["kl"], "world": accelerator.num_processes}
     if accelerator.is_main_process:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def run_steps(
 
     trainer.accelerator.clip_grad_norm_ = clip_and_record
     for _ in range(steps):
-        stats = trainer._update(rollouts, advantages.values)
+        stats = trainer.optimise(trainer.prepare_batch(rollouts, advantages.values))
         losses.append(stats["loss"])
         kls.append(stats["kl"])
     weights = dict(full_weights(trainer.model, trainable_only=False))

@@ -225,16 +225,16 @@ def test_video_tensors_reach_old_reference_and_current_passes(
     )
     calls = VisionCalls(policy.model, trainer.ref_model)
     captured = {}
-    update = trainer._update
+    prepare = trainer.prepare_batch
 
     def spy(rollouts, advantages):
         # shared_prefix (the default): each group's video once, i.e. the pixels of the first row of every group
         first_rows = range(0, len(rollouts.batch), args.num_generations)
         captured["pixels"] = select_inputs(rollouts.batch.inputs, first_rows)["pixel_values_videos"].clone()
         calls.calls.clear()  # keep only the passes of the update, not generation
-        return update(rollouts, advantages)
+        return prepare(rollouts, advantages)
 
-    trainer._update = spy
+    trainer.prepare_batch = spy
     trainer.train_step()
     calls.close()
     # old-policy pass, reference pass, then one current pass per iteration (num_iterations=2)

@@ -7,7 +7,6 @@ every later forward pass reuses), rewards, their components for logging, and cou
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ import torch
 
 from invert4tvg.modeling.sequences import SequenceBatch
 from invert4tvg.policy.base import Policy
-from invert4tvg.rollout.base import Completion, RolloutEngine, RolloutRequest, SamplingParams
+from invert4tvg.rollout.base import Completion, RolloutRequest
 from invert4tvg.tasks import TaskInstance, reward_columns
 
 
@@ -30,7 +29,7 @@ class Rollouts:
     columns: dict[str, list[Any]]  # reward columns, one entry per completion
     truncated: torch.Tensor  # (B,) bool: stopped at max_completion_length
     bad_videos: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # time/<phase> of the step, for the metrics
 
 
 def decoded_columns(
@@ -68,43 +67,35 @@ def grounding_spans(columns: dict[str, list[Any]]) -> list[tuple[float, float, f
     ]
 
 
-def rollouts_from_videos(
-    instances: Sequence[TaskInstance],
-    videos: Sequence[Any],
-    policy: Policy,
-    engine: RolloutEngine,
-    score: Callable[..., tuple[list[float | None], dict[str, list[float | None]]]],
-    sampling: SamplingParams,
-    num_generations: int,
-    timings: dict[str, float] | None = None,
-) -> Rollouts:
-    """Generate, score and batch the completions of instances whose videos are already decoded."""
-    timings = dict(timings or {})
-    t0 = time.perf_counter()
-    requests = [
+def rollout_requests(
+    policy: Policy, instances: Sequence[TaskInstance], videos: Sequence[Any], num_generations: int
+) -> list[RolloutRequest]:
+    """One request per instance (its decoded video, ``num_generations`` samples), held to the head's constraint."""
+    return [
         policy.rollout_request(inst.messages, video, num_generations, inst.record_id, inst.task)
         for inst, video in zip(instances, videos)
     ]
-    completions = engine.generate(requests, sampling)
-    timings["time/rollout"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
+
+def score_rollouts(
+    policy: Policy,
+    score: Callable[..., tuple[list[float | None], dict[str, list[float | None]]]],
+    instances: Sequence[TaskInstance],
+    requests: Sequence[RolloutRequest],
+    completions: list[list[Completion]],
+    num_generations: int,
+) -> Rollouts:
+    """The head's reading of each completion, the rewards, and the sequences every later pass scores."""
     flat = [c for group in completions for c in group]
     columns = reward_columns(instances, num_generations)
     columns.update(decoded_columns(policy, requests, completions, instances))
     totals, components = score([c.text for c in flat], **columns)
-    rewards = torch.tensor([math.nan if s is None else float(s) for s in totals], dtype=torch.float32)
-    timings["time/reward"] = time.perf_counter() - t0
-
-    batch = policy.sequence_batch(requests, completions)
-    truncated = torch.tensor([c.finish_reason == "length" for group in completions for c in group])
     return Rollouts(
         instances=list(instances),
         completions=completions,
-        batch=batch,
-        rewards=rewards,
+        batch=policy.sequence_batch(requests, completions),
+        rewards=torch.tensor([math.nan if s is None else float(s) for s in totals], dtype=torch.float32),
         components=components,
         columns=columns,
-        truncated=truncated,
-        timings=timings,
+        truncated=torch.tensor([c.finish_reason == "length" for c in flat]),
     )

@@ -9,7 +9,6 @@ tensors travel with the batch into every pass), and sync the new weights to the 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -19,19 +18,19 @@ from tqdm.auto import tqdm
 
 from invert4tvg.config import GRPOArguments
 from invert4tvg.grpo import modelprep
-from invert4tvg.grpo.experience import Rollouts, grounding_spans, rollouts_from_videos
+from invert4tvg.grpo.batch import StepBatch
+from invert4tvg.grpo.experience import Rollouts, grounding_spans, rollout_requests, score_rollouts
 from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
 from invert4tvg.grpo.metrics import gather_for_metrics, step_metrics
 from invert4tvg.grpo.sampling_correction import SamplingCorrection
-from invert4tvg.modeling.readout import capture_layers
 from invert4tvg.modeling.shared_prefix import check_attention, micro_batches, shared_prefix_batch
-from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
 from invert4tvg.training import fsdp
 from invert4tvg.training.base import TrainerBase
 from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
+from invert4tvg.training.phases import StepTimer
 from invert4tvg.training.stops import StopSignals
 
 logger = logging.getLogger(__name__)
@@ -84,13 +83,9 @@ class GRPOTrainer(TrainerBase):
             check_attention(policy.model)  # before any rollout, not at the first update
         if args.disable_dropout:
             modelprep.disable_dropout(policy.model)
+        # A head with a loss of its own (loc, meco) may keep it as an auxiliary term (0: none).
+        self.aux_loss_weight = policy.prepare_rl(args.head_aux_loss_weight)
         # The reference copy is taken before accelerator.prepare wraps the model.
-        # A head's own module (loc, meco) reads the span; the policy gradient reaches only the text tokens, so the
-        # module keeps its warm-start weights in RL unless its supervised loss is kept as an auxiliary term.
-        head = head_modules.get(policy.model)
-        self.head_aux_loss_weight = args.head_aux_loss_weight if head is not None else 0.0
-        if head is not None:
-            head.requires_grad_(bool(self.head_aux_loss_weight))
         self.ref_model = (
             modelprep.build_reference(policy.model, accelerator, sharded=bool(args.fsdp))
             if args.beta != 0.0
@@ -170,25 +165,58 @@ class GRPOTrainer(TrainerBase):
         return history
 
     def train_step(self) -> dict[str, Any] | None:
-        t_step = time.perf_counter()
-        records = self.stream.next_batch()
-        tasks = self.sampler.draw(len(records) * self.accelerator.num_processes)
-        share = len(records)
-        tasks = tasks[self.accelerator.process_index * share : (self.accelerator.process_index + 1) * share]
-        rollouts = self._collect(records, tasks)
-        if rollouts is None:
-            self.counters["skipped_steps"] += 1
-            logger.warning("step %d skipped: a process has no full batch of readable videos", self.step + 1)
-            return None
-        advantages = compute_advantages(
-            rollouts.rewards,
-            self.args.num_generations,
-            self.args.scale_rewards,
-            self._batch_std(rollouts.rewards),
-        )
-        update_stats = self._update(rollouts, advantages.values)
-        self.engine.update_weights(self._sync_weights(), self.engine.policy_version + 1)
-        elapsed = time.perf_counter() - t_step
+        """One GRPO step, phase by phase (each timed as ``time/<phase>``); None when the step is skipped."""
+        timer = StepTimer()
+        with timer.phase("step"):
+            # 1. This process's records and tasks (TVG with probability p, else one inversion task per step).
+            records = self.stream.next_batch()
+            tasks = self.sampler.draw(len(records) * self.accelerator.num_processes)
+            rank, share = self.accelerator.process_index, len(records)
+            tasks = tasks[rank * share : (rank + 1) * share]
+            # 2. Decode the videos (replacing unreadable ones); a step no process can fill is skipped by all.
+            with timer.phase("video"):
+                loaded = self._load_share(records, tasks)
+            if loaded is None:
+                self.counters["skipped_steps"] += 1
+                logger.warning(
+                    "step %d skipped: a process has no full batch of readable videos", self.step + 1
+                )
+                return None
+            # 3. G completions per instance from the rollout engine.
+            with timer.phase("rollout"):
+                requests = rollout_requests(
+                    self.policy, loaded.instances, loaded.videos, self.args.num_generations
+                )
+                completions = self.engine.generate(requests, self.sampling)
+            # 4. The head reads each completion (its span), the rewards score it.
+            with timer.phase("reward"):
+                rollouts = score_rollouts(
+                    self.policy,
+                    self.score,
+                    loaded.instances,
+                    requests,
+                    completions,
+                    self.args.num_generations,
+                )
+                rollouts.bad_videos = loaded.bad_videos
+            # 5. Group-relative advantages.
+            with timer.phase("advantages"):
+                advantages = compute_advantages(
+                    rollouts.rewards,
+                    self.args.num_generations,
+                    self.args.scale_rewards,
+                    self._batch_std(rollouts.rewards),
+                )
+            # 6. Everything the loss reads, once: layout, old / reference log-probs, normaliser, weights, spans.
+            with timer.phase("logprobs"):
+                batch = self.prepare_batch(rollouts, advantages.values)
+            # 7. num_iterations clipped-surrogate updates over the batch.
+            with timer.phase("update"):
+                update_stats = self.optimise(batch)
+            # 8. The rollout engine serves the new weights.
+            with timer.phase("sync"):
+                self.engine.update_weights(self._sync_weights(), self.engine.policy_version + 1)
+        rollouts.timings = timer.metrics()
         rollouts, advantages = gather_for_metrics(self.accelerator, rollouts, advantages)
         self.counters["zero_std_groups"] += advantages.zero_std_groups
         metrics = step_metrics(
@@ -197,17 +225,16 @@ class GRPOTrainer(TrainerBase):
             update_stats,
             self.sampler,
             self.video_budget,
-            elapsed,
+            timer.seconds["step"],
             epoch=self.stream.epoch_progress,
             lr=self.scheduler.get_last_lr()[0],
         )
         self.counters["parse_failures"] += metrics.get("parse_failures", 0)
         return metrics
 
-    def _collect(self, records: Sequence[Any], tasks: Sequence[str]) -> Rollouts | None:
-        """Decode this process's videos (replacing unreadable ones), then generate and score. None, on every
-        process at once, when some process could not fill its batch (see ``training/distributed.py``)."""
-        t0 = time.perf_counter()
+    def _load_share(self, records: Sequence[Any], tasks: Sequence[str]) -> dist.LoadedShare | None:
+        """This process's instances with decoded videos (see ``training/distributed.py``); None, on every process at
+        once, when some process could not fill its batch."""
         failed_before = set(self.video_budget.failed)
         share = dist.load_share(
             records,
@@ -223,18 +250,8 @@ class GRPOTrainer(TrainerBase):
         needed = len(records) if self.accelerator.num_processes > 1 else 1
         if not dist.all_processes(self.accelerator, len(share.instances) >= needed):
             return None
-        rollouts = rollouts_from_videos(
-            share.instances,
-            share.videos,
-            self.policy,
-            self.engine,
-            self.score,
-            self.sampling,
-            self.args.num_generations,
-            {"time/video": time.perf_counter() - t0},
-        )
-        rollouts.bad_videos = sorted(set(self.video_budget.failed) - failed_before)
-        return rollouts
+        share.bad_videos = sorted(set(self.video_budget.failed) - failed_before)
+        return share
 
     def _batch_std(self, rewards: torch.Tensor) -> torch.Tensor | None:
         if self.args.scale_rewards != "batch" or self.accelerator.num_processes == 1:
@@ -245,14 +262,15 @@ class GRPOTrainer(TrainerBase):
     def _sync_weights(self):
         return None if getattr(self.engine, "shares_model", False) else self.policy.weights_for_sync()
 
-    def _update(self, rollouts: Rollouts, advantages: torch.Tensor) -> dict[str, float]:
+    # -- the update -----------------------------------------------------------------------------------------
+    def prepare_batch(self, rollouts: Rollouts, advantages: torch.Tensor) -> StepBatch:
+        """The step's :class:`StepBatch`: the no-grad passes (old policy when the rollouts are reused, reference when
+        there is a KL term) and everything else the loss reads, on the training device."""
         device = self.accelerator.device
-        batch = rollouts.batch.to(device)
-        mask = batch.completion_mask.float()
+        sequences = rollouts.batch.to(device)
+        mask = sequences.completion_mask.float()
         if self.args.mask_truncated_completions:
             mask = mask * (~rollouts.truncated.to(device)).float().unsqueeze(-1)
-        advantages = advantages.to(device)
-        t0 = time.perf_counter()
         # One mode for every pass (the engine may have left eval mode), and the no-grad passes go through the
         # unwrapped model: a DDP forward runs collectives that every process would have to match.
         self.model.train()
@@ -260,40 +278,52 @@ class GRPOTrainer(TrainerBase):
         group = 1
         if self.args.shared_prefix:  # one row per group: its prompt and video once, then the G completions
             group = self.args.num_generations
-            batch = shared_prefix_batch(batch, group, unwrapped)
-        micro = micro_batches(len(batch), self.args.per_device_train_batch_size, group)  # TRL's micro-batch
-        old_logps = self._logprobs_no_grad(unwrapped, batch, micro) if self.args.num_iterations > 1 else None
+            sequences = shared_prefix_batch(sequences, group, unwrapped)
+        # TRL's micro-batch: per_device_train_batch_size completions (whole groups with a shared prefix)
+        micro = micro_batches(len(sequences), self.args.per_device_train_batch_size, group)
+        old_logps = None
+        if self.args.num_iterations > 1:
+            old_logps = self._logprobs_no_grad(unwrapped, sequences, micro)
         ref_logps = None
         if self.args.beta != 0.0:
             with self._ref_context():
-                ref_logps = self._logprobs_no_grad(self.ref_model or unwrapped, batch, micro)
-        t_logprobs = time.perf_counter() - t0
+                ref_logps = self._logprobs_no_grad(self.ref_model or unwrapped, sequences, micro)
         global_tokens = None
         if self.loss_config.loss_type == "dapo":  # TRL: the completion tokens of all processes
             global_tokens = dist.reduce_sum(self.accelerator, mask.sum().reshape(1))[0]
-        normalizer = loss_normalizer(mask, self.loss_config, self.accelerator.num_processes, global_tokens)
-        self._correction = self._sampling_correction(rollouts, batch.completion_ids.shape[1], device)
-        self._spans = grounding_spans(rollouts.columns) if self.head_aux_loss_weight else None
+        return StepBatch(
+            sequences=sequences,
+            mask=mask,
+            advantages=advantages.to(device),
+            old_logps=old_logps,
+            ref_logps=ref_logps,
+            normalizer=loss_normalizer(mask, self.loss_config, self.accelerator.num_processes, global_tokens),
+            correction=self._sampling_correction(rollouts, sequences.completion_ids.shape[1], device),
+            spans=grounding_spans(rollouts.columns) if self.aux_loss_weight else None,
+            micro_batches=micro,
+        )
+
+    def optimise(self, batch: StepBatch) -> dict[str, float]:
+        """``num_iterations`` optimizer steps over ``batch``, each accumulating the gradient of every micro-batch;
+        returns the step's loss, KL, clipping and sampling metrics over all processes."""
+        iterations, micro = self.args.num_iterations, batch.micro_batches
         totals = dict.fromkeys(("loss", "kl", "clipped", "clipped_low", "clipped_high", "head_loss"), 0.0)
-        t0 = time.perf_counter()
-        for _ in range(self.args.num_iterations):
+        for _ in range(iterations):
             for k, rows in enumerate(micro):
-                mb = batch.select(rows)
                 # Gradients are all-reduced once per update, at the last micro-batch's backward.
                 sync = nullcontext() if k == len(micro) - 1 else self.accelerator.no_sync(self.model)
                 with sync:
-                    loss, stats, m = self._micro_loss(
-                        mb, rows, mask, advantages, old_logps, ref_logps, normalizer
-                    )
-                    if self._spans is not None:
+                    loss, stats = self._micro_loss(batch, rows)
+                    if "head_loss" in stats:
                         head_loss = stats["head_loss"]
-                        loss = loss + self.head_aux_loss_weight * head_loss / len(micro)
-                        totals["head_loss"] += head_loss.item() / len(micro) / self.args.num_iterations
+                        loss = loss + self.aux_loss_weight * head_loss / len(micro)
+                        totals["head_loss"] += head_loss.item() / len(micro) / iterations
                     self.accelerator.backward(loss)
-                totals["loss"] += loss.item() / self.args.num_iterations
+                m = batch.mask[rows]
+                totals["loss"] += loss.item() / iterations
                 for key in ("kl", "clipped", "clipped_low", "clipped_high"):  # token sums
                     if key in stats:
-                        totals[key] += (stats[key] * m).sum().item() / self.args.num_iterations
+                        totals[key] += (stats[key] * m).sum().item() / iterations
             if self.args.max_grad_norm:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
             self.optimizer.step()
@@ -303,7 +333,7 @@ class GRPOTrainer(TrainerBase):
         # and clipping.
         sums = torch.tensor(
             [totals[k] for k in ("loss", "kl", "clipped", "clipped_low", "clipped_high")]
-            + [float(mask.sum())],
+            + [float(batch.mask.sum())],
             dtype=torch.float64,
         )
         loss_sum, kl_sum, clipped_sum, low_sum, high_sum, tokens = dist.reduce_sum(
@@ -311,11 +341,9 @@ class GRPOTrainer(TrainerBase):
         ).tolist()
         tokens = max(tokens, 1.0)
         head = {}
-        if self._spans is not None:  # the head's supervised loss on this process's grounding completions
-            head = {
-                "head_loss": dist.reduce_sum(self.accelerator, torch.tensor([totals["head_loss"]])).item()
-            }
-            head["head_loss"] /= self.accelerator.num_processes
+        if batch.spans is not None:  # the head's supervised loss on this process's grounding completions
+            head_sum = dist.reduce_sum(self.accelerator, torch.tensor([totals["head_loss"]])).item()
+            head = {"head_loss": head_sum / self.accelerator.num_processes}
         return {
             **head,
             "loss": loss_sum / self.accelerator.num_processes,
@@ -323,10 +351,33 @@ class GRPOTrainer(TrainerBase):
             "clip_ratio/region_mean": clipped_sum / tokens,  # TRL's names
             "clip_ratio/low_mean": low_sum / tokens,
             "clip_ratio/high_mean": high_sum / tokens,
-            "time/logprobs": t_logprobs,
-            "time/update": time.perf_counter() - t0,
-            **self._correction.metrics(),
+            **batch.correction.metrics(),
         }
+
+    def _micro_loss(self, batch: StepBatch, rows: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Micro-batch ``rows``: its loss (divided by the whole batch's normaliser) and per-token stats, from one
+        policy forward; with the head's auxiliary loss on, ``stats["head_loss"]`` from the same forward."""
+        spans = None if batch.spans is None else [batch.spans[r] for r in rows]
+        logps, head_loss = self.policy.rl_logprobs(
+            self.model, batch.sequences.select(rows), self.args.temperature, spans
+        )
+        old = batch.old_logps[rows] if batch.old_logps is not None else logps.detach()
+        ref = batch.ref_logps[rows] if batch.ref_logps is not None else None
+        mask = batch.mask[rows]
+        weights = batch.correction.weights(rows, old, mask)
+        loss, stats = per_token_loss(logps, old, batch.advantages[rows], mask, self.loss_config, ref, weights)
+        norm = batch.normalizer
+        if isinstance(norm, torch.Tensor) and norm.dim():
+            norm = norm[rows]
+        loss = aggregate(loss, mask, norm, self.loss_config)
+        if head_loss is not None:
+            stats["head_loss"] = head_loss
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at step {self.step + 1}; the run stops. Last good checkpoint: "
+                f"{last_good_checkpoint(self.run_dir)}. Lower the learning rate or check the rewards."
+            )
+        return loss, stats
 
     def _sampling_correction(self, rollouts: Rollouts, width: int, device) -> SamplingCorrection:
         """Engine vs trainer log-probabilities (logged every step); TRL's importance-sampling correction applies
@@ -342,31 +393,6 @@ class GRPOTrainer(TrainerBase):
             clip_min=args.vllm_importance_sampling_clip_min,
             clip_max=args.vllm_importance_sampling_clip_max,
         )
-
-    def _micro_loss(self, mb, rows, mask, advantages, old_logps, ref_logps, normalizer):
-        """One micro-batch's loss (divided by the whole batch's normaliser), its per-token stats and its mask."""
-        head_loss = None
-        if self._spans is not None:  # the same forward gives the head's states
-            with capture_layers(self.model, self.policy.hidden_layers) as states:
-                logps = self.policy.completion_logprobs(self.model, mb, self.args.temperature)
-            head_loss = self.policy.rl_head_loss(states, mb, [self._spans[r] for r in rows])
-        else:
-            logps = self.policy.completion_logprobs(self.model, mb, self.args.temperature)
-        old = old_logps[rows] if old_logps is not None else logps.detach()
-        ref = ref_logps[rows] if ref_logps is not None else None
-        m = mask[rows]
-        weights = self._correction.weights(rows, old, m)
-        loss, stats = per_token_loss(logps, old, advantages[rows], m, self.loss_config, ref, weights)
-        norm = normalizer[rows] if isinstance(normalizer, torch.Tensor) and normalizer.dim() else normalizer
-        loss = aggregate(loss, m, norm, self.loss_config)
-        if head_loss is not None:
-            stats["head_loss"] = head_loss
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at step {self.step + 1}; the run stops. Last good checkpoint: "
-                f"{last_good_checkpoint(self.run_dir)}. Lower the learning rate or check the rewards."
-            )
-        return loss, stats, m
 
     @torch.no_grad()
     def _logprobs_no_grad(self, model, batch, micro: list[list[int]]) -> torch.Tensor:

@@ -70,6 +70,8 @@ class Policy(ABC):
     answer_instruction: ClassVar[str] = ""
     #: Extra special tokens the head adds to the tokenizer (their embedding rows must be trainable).
     extra_special_tokens: tuple[str, ...] = ()
+    #: The head has a supervised loss of its own that GRPO can keep as an auxiliary term (:meth:`rl_logprobs`).
+    has_aux_loss: ClassVar[bool] = False
 
     def __init__(self, model: torch.nn.Module, processor) -> None:
         self.model = model
@@ -162,6 +164,23 @@ class Policy(ABC):
                     head, hidden[i], ids[i], constraint, temperature, self.suppress_ids
                 )
         return torch.stack(rows)
+
+    def rl_logprobs(
+        self,
+        model: torch.nn.Module,
+        batch: SequenceBatch,
+        temperature: float = 1.0,
+        spans: Sequence[tuple[float, float, float] | None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The GRPO policy pass: :meth:`completion_logprobs` and, when ``spans`` are given (per completion row the
+        ground truth ``(start, end, duration)`` of a grounding completion, else None) and the head has a loss of
+        its own (:attr:`has_aux_loss`), that loss from the same forward (None otherwise)."""
+        return self.completion_logprobs(model, batch, temperature), None
+
+    def prepare_rl(self, aux_loss_weight: float) -> float:
+        """Set the head up for GRPO; returns the weight its auxiliary loss gets (0: none, as for every head without
+        :attr:`has_aux_loss`)."""
+        return 0.0
 
     # -- head-specific hooks --------------------------------------------------------------------------------
     @abstractmethod

@@ -54,6 +54,7 @@ def frame_labels(frames: int, start: float, end: float, duration: float) -> torc
 class HiddenStatePolicy(Policy):
     """A head whose span is read from hidden states by a module of its own (attached to the model)."""
 
+    has_aux_loss = True
     #: The layer the head reads at its special tokens (frames always use the last).
     token_layer: ClassVar[int] = -1
     #: Names of the head's loss parts (logged as ``loss/<name>``) and their default SFT weights (LM has weight 1).
@@ -264,6 +265,25 @@ class HiddenStatePolicy(Policy):
         # with no grounding example.
         loss = loss + 0.0 * sum(p.sum() for p in self.module.parameters() if p.requires_grad)
         return loss, logged
+
+    def prepare_rl(self, aux_loss_weight: float) -> float:
+        """The module reads the span, but the policy gradient reaches only the text tokens: it keeps its warm-start
+        weights in RL unless its supervised loss is kept as an auxiliary term (``aux_loss_weight`` > 0)."""
+        self.module.requires_grad_(bool(aux_loss_weight))
+        return aux_loss_weight
+
+    def rl_logprobs(
+        self,
+        model: torch.nn.Module,
+        batch: SequenceBatch | SharedPrefixBatch,
+        temperature: float = 1.0,
+        spans: Sequence[tuple[float, float, float] | None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if spans is None:
+            return self.completion_logprobs(model, batch, temperature), None
+        with capture_layers(model, self.hidden_layers) as states:  # the same forward gives the head's states
+            logps = self.completion_logprobs(model, batch, temperature)
+        return logps, self.rl_head_loss(states, batch, spans)
 
     def rl_head_loss(
         self,

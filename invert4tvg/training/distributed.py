@@ -41,6 +41,7 @@ class LoadedShare:
     failures: dict[str, str] = field(default_factory=dict)  # video path -> reason, this process, this step
     decoded: int = 0
     replaced: int = 0
+    bad_videos: list[str] = field(default_factory=list)  # first found unreadable this step, all processes
 
 
 def _decode(instance, cache: FrameCache | None, failures: dict[str, str]):
