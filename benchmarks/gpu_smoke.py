@@ -1,19 +1,25 @@
-"""GPU smoke run: a few GRPO steps of the real Qwen2.5-VL-3B architecture on one real-size video, LoRA and full FT.
+"""GPU smoke run: a few GRPO steps of the real Qwen2.5-VL-3B (or 7B) architecture on one real-size video: LoRA, full
+fine-tuning, and full fine-tuning sharded with FSDP2 over the GPUs of a ``torchrun`` launch.
 
-The model is built from Qwen2.5-VL-3B-Instruct's published config.json (values below; random weights, nothing is
-downloaded) and trained as the shipped 3B recipe trains it: fp32 trainable weights with bf16 autocast (accelerate
+The model is built from the published config.json (``invert4tvg/modeling/architectures.py``; random weights, nothing
+is downloaded) and trained as the shipped recipes train it: fp32 trainable weights with bf16 autocast (accelerate
 ``mixed_precision="bf16"``), frozen vision tower, gradient checkpointing, ``beta = 0.04`` (reference pass), G = 8
-completions of one video per step. The video is synthetic (random frames, no decoder): a 30 s, 640x480 source sampled
-by the package's own rules at 2 fps within the paper's 3584*28*28 (~2.8 M) pixel budget.
+completions of one video per step, up to 1024 new tokens (the recipes' ``max_completion_length``). The video is
+synthetic (random frames, no decoder): a 30 s, 640x480 source sampled by the package's own rules at 2 fps within the
+paper's 3584*28*28 (~2.8 M) pixel budget. The tokenizer is a small byte-level BPE trained here (the vocabulary keeps
+the real size, so embeddings, LM head and logits cost what they cost); answers are not parsed.
 
-It reports, per mode, the median split of a step (rollout, reference pass, update), tokens/s and the peak GPU memory.
-It imports only torch, transformers, accelerate, peft and the pieces of this package that need nothing else (no trl,
-ray, spacy, av, datasets or qwen-vl-utils), so it runs on a bare GPU machine with just the package directory:
+Per mode it reports the median split of a step (rollout, reference pass, update), tokens/s, the KL between policy and
+reference at step 0 (0 when the reference is the policy, as it must be), and the peak GPU memory beside the memory
+plan's estimate (``invert4tvg plan``). It imports only torch, transformers, accelerate, peft and the parts of this
+package that need nothing else (no trl, ray, spacy, av, datasets, vllm), so it runs on a bare GPU machine with the
+repository checked out:
 
-    python benchmarks/gpu_smoke.py [--steps 3] [--max-new-tokens 256] [--modes lora full] [--json out.json]
-    python benchmarks/gpu_smoke.py --tiny        # the tiny offline model on CPU: checks the script end to end
+    python benchmarks/gpu_smoke.py [--model 3b|7b] [--steps 3] [--max-new-tokens 1024] [--modes lora full] [--json F]
+    torchrun --nproc_per_node 8 benchmarks/gpu_smoke.py --model 7b --modes full   # FSDP2 over 8 GPUs
+    python benchmarks/gpu_smoke.py --tiny        # the tiny architecture on CPU: checks the script end to end
 
-Without a GPU and without ``--tiny`` it falls back to ``--tiny`` (so ``make bench`` runs it everywhere).
+Without CUDA it exits with an error unless ``--tiny`` is given.
 """
 
 from __future__ import annotations
@@ -22,10 +28,14 @@ import argparse
 import json
 import platform
 import statistics
-import tempfile
+import sys
 import time
 from contextlib import nullcontext
-from types import SimpleNamespace
+from pathlib import Path
+
+# Run from the repository root as documented (``python benchmarks/gpu_smoke.py``): the checkout's package, not an
+# installed copy, and no install needed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
@@ -34,59 +44,54 @@ import invert4tvg  # noqa: F401  (torchvision shim before transformers, only on 
 from invert4tvg.data.frames import DecodedVideo, VideoSampling
 from invert4tvg.data.sampling import plan_sampling
 from invert4tvg.grpo import modelprep
-from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
+from invert4tvg.grpo.loss import (
+    LossConfig,
+    aggregate,
+    compute_advantages,
+    loss_normalizer,
+    per_token_loss,
+)
+from invert4tvg.modeling.architectures import published_config
+from invert4tvg.policy.base import Policy
 from invert4tvg.policy.loading import prepare_for_training, upcast_trainable
-from invert4tvg.policy.text_timestamps import TextTimestampPolicy
+from invert4tvg.policy.tiny_model import TinyModelSpec, build_processor, tiny_config, train_tokenizer
 from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine
+from invert4tvg.training import fsdp
+from invert4tvg.training import memory_plan as mp
 
-# Qwen/Qwen2.5-VL-3B-Instruct config.json (text and vision towers). The token ids of the special tokens come from
-# the offline tokenizer used here; the vocabulary keeps the real size so the embedding, lm_head and logits cost what
-# they cost in the real model.
-QWEN25_VL_3B_TEXT = {
-    "vocab_size": 151936,
-    "hidden_size": 2048,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 36,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 128000,
-    "rms_norm_eps": 1e-6,
-    "hidden_act": "silu",
-    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-    "sliding_window": 32768,
-    "use_sliding_window": False,
-    "max_window_layers": 70,
-    "attention_dropout": 0.0,
-    "tie_word_embeddings": True,
-}
-QWEN25_VL_3B_VISION = {
-    "depth": 32,
-    "hidden_size": 1280,
-    "intermediate_size": 3420,
-    "num_heads": 16,
-    "hidden_act": "silu",
-    "patch_size": 14,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-    "tokens_per_second": 2,
-    "window_size": 112,
-    "fullatt_block_indexes": [7, 15, 23, 31],
-    "out_hidden_size": 2048,
-}
-# The shipped 3B recipe (recipes/configs/invert4tvg_qwen25vl_3b.yaml).
+MODELS = {"3b": "Qwen/Qwen2.5-VL-3B-Instruct", "7b": "Qwen/Qwen2.5-VL-7B-Instruct"}
+# The shipped recipes (recipes/configs/invert4tvg_qwen25vl_{3b,7b}.yaml).
 RECIPE = dict(
     learning_rate=5e-5,
     num_generations=8,
     beta=0.04,
     loss_type="grpo",
-    logprob_batch_size=8,
+    logprob_batch_size={"3b": 8, "7b": 4, "tiny": 8},
     max_grad_norm=1.0,
+    max_completion_length=1024,
 )
 PROMPT = (
     "Find the start and end time of the event in the video: a person opens the door. Think first, then answer as "
     "<think>...</think> <answer>S to E</answer> in seconds."
 )
+
+
+class SmokePolicy(Policy):
+    """The base Policy's passes (prompt rendering, rollout requests, log-probs); the benchmark never reads answers."""
+
+    def decode(self, completion, duration):
+        return None
+
+    def tvg_target(self, query, start, end, duration):
+        return ""
+
+
+def tokenizer_corpus() -> list[str]:
+    answers = [
+        f"<think>It happens here.</think> <answer>{i}.{i % 10}0 to {i + 3}.50</answer>" for i in range(60)
+    ]
+    return [PROMPT, *answers, *(str(i) for i in range(1000))]
 
 
 def synthetic_video(seconds: float, source_fps: float, height: int, width: int, sampling: VideoSampling):
@@ -106,32 +111,22 @@ def synthetic_video(seconds: float, source_fps: float, height: int, width: int, 
     )
 
 
-def build(tiny: bool, device: torch.device, dtype: torch.dtype, workdir: str):
-    from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+def build(name: str, device: torch.device, dtype: torch.dtype):
+    """Model (random weights, built in ``dtype`` on ``device``) and processor."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from invert4tvg.policy.tiny_model import build_tiny_model
-
-    path = build_tiny_model(workdir, seed=0)  # its tokenizer and processor serve the 3B model too
-    processor = AutoProcessor.from_pretrained(path)
-    if tiny:
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype)
-        return model.to(device), processor
-    tok = processor.tokenizer
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
-    config = Qwen2_5_VLConfig(
-        text_config={
-            **QWEN25_VL_3B_TEXT,
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config=QWEN25_VL_3B_VISION,
-        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
-        tie_word_embeddings=True,
-    )
+    tokenizer = train_tokenizer(tokenizer_corpus(), 1024)
+    processor = build_processor(tokenizer)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
+    if name == "tiny":
+        config = tiny_config(tokenizer, TinyModelSpec())
+    else:  # the published architecture, the special tokens at this tokenizer's ids
+        vision_ids = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        tokens = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+        config = published_config(
+            MODELS[name], {k: tokenizer.convert_tokens_to_ids(t) for k, t in zip(vision_ids, tokens)}
+        )
+    torch.manual_seed(0)  # every process builds the same weights (FSDP2 then keeps its shard)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -141,7 +136,7 @@ def build(tiny: bool, device: torch.device, dtype: torch.dtype, workdir: str):
         torch.set_default_dtype(default)
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    return model, processor
+    return model, processor, config
 
 
 def sync(device: torch.device) -> None:
@@ -149,44 +144,70 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_mode(mode: str, cli, accelerator, video, workdir: str) -> dict:
+def plan_estimate(config, mode: str, cli, accelerator, video_tokens: int, prompt_tokens: int) -> float:
+    """The memory plan's peak (bytes per GPU) for this run's model, mode and shapes."""
+    lora = mode == "lora"
+    shapes = mp.shapes_of(config, 64 if lora else 0, LORA_TARGETS)
+    setup = mp.Setup(
+        num_processes=accelerator.num_processes,
+        fsdp=accelerator.num_processes > 1 and not lora,
+        use_peft=lora,
+        half_precision=accelerator.mixed_precision == "bf16",
+        video_tokens=video_tokens,
+        prompt_tokens=prompt_tokens,
+        max_completion_length=cli.max_new_tokens,
+        logprob_batch_size=RECIPE["logprob_batch_size"][cli.model],
+        rollout_sequences=RECIPE["num_generations"],
+    )
+    return mp.plan(shapes, setup).peak
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def run_mode(mode: str, cli, accelerator, video) -> dict:
     device = accelerator.device
     compute = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model, processor = build(cli.tiny, device, compute, workdir)
+    model, processor, config = build(cli.model, device, compute)
     lora = mode == "lora"
-    model_args = SimpleNamespace(
+    sharded = accelerator.num_processes > 1 and not lora  # FSDP2 under torchrun; LoRA runs replicated (DDP)
+    model_args = argparse.Namespace(
         freeze_vision_tower=True,
         gradient_checkpointing=True,
         use_peft=lora,
         lora_r=64,
         lora_alpha=128,
         lora_dropout=0.05,
-        lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        lora_target_modules=list(LORA_TARGETS),
     )
     model = upcast_trainable(prepare_for_training(model, model_args))
     modelprep.disable_dropout(model)
     modelprep.check_master_weights(model)
-    policy = TextTimestampPolicy(model, processor)
-    ref_model = modelprep.build_reference(model, accelerator)
+    ref_model = modelprep.build_reference(model, accelerator, sharded=sharded)
+    if sharded:
+        prepared = fsdp.shard(model, accelerator)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=RECIPE["learning_rate"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
     )
-    prepared, optimizer = accelerator.prepare(model, optimizer)
-    modelprep.check_devices(device, {"policy": model, "reference": ref_model})
+    if not sharded:
+        prepared, optimizer = accelerator.prepare(model, optimizer)
+    policy = SmokePolicy(model, processor)
     engine = HFEngine(model, processor, max_batch_sequences=RECIPE["num_generations"])
+    fsdp.generate_gathered(engine, model)  # sharded: one all-gather per generate call
     g = RECIPE["num_generations"]
+    micro_size = RECIPE["logprob_batch_size"][cli.model]
     loss_config = LossConfig(
         loss_type=RECIPE["loss_type"], beta=RECIPE["beta"], max_completion_length=cli.max_new_tokens
     )
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
     request = policy.rollout_request(messages, video, g)
     sampling = SamplingParams(temperature=1.0, max_tokens=cli.max_new_tokens)
-    steps = []
-    for _ in range(cli.steps):
+    steps, step0_kl = [], None
+    for step in range(cli.steps):
         t = {}
         sync(device)
         t0 = time.perf_counter()
@@ -197,16 +218,10 @@ def run_mode(mode: str, cli, accelerator, video, workdir: str) -> dict:
         batch = policy.sequence_batch([request], completions).to(device)
         mask = batch.completion_mask.float()
         advantages = compute_advantages(torch.rand(g), g).values.to(device)  # cost, not learning, is measured
-        micro = [
-            list(range(i, min(i + RECIPE["logprob_batch_size"], g)))
-            for i in range(0, g, RECIPE["logprob_batch_size"])
-        ]
+        micro = [list(range(i, min(i + micro_size, g))) for i in range(0, g, micro_size)]
         prepared.train()
         ref_logps = torch.zeros_like(mask)
-        ref_ctx = (
-            accelerator.autocast() if ref_model is not None else modelprep.reference_context(model, None)
-        )
-        with torch.no_grad(), ref_ctx:
+        with torch.no_grad(), modelprep.reference_context(model, ref_model):
             for rows in micro:
                 ref_logps[rows] = policy.completion_logprobs(ref_model or model, batch.select(rows))
         sync(device)
@@ -217,6 +232,9 @@ def run_mode(mode: str, cli, accelerator, video, workdir: str) -> dict:
             with nullcontext() if k == len(micro) - 1 else accelerator.no_sync(prepared):
                 logps = policy.completion_logprobs(prepared, batch.select(rows))
                 m = mask[rows]
+                if step == 0:  # the reference is the policy before its first update: KL must be 0
+                    kl = torch.exp(ref_logps[rows] - logps) - (ref_logps[rows] - logps) - 1
+                    step0_kl = max(step0_kl or 0.0, float((kl.detach() * m).abs().max()))
                 loss, _ = per_token_loss(
                     logps, logps.detach(), advantages[rows], m, loss_config, ref_logps[rows]
                 )
@@ -237,11 +255,15 @@ def run_mode(mode: str, cli, accelerator, video, workdir: str) -> dict:
         steps.append(t)
     timed = steps[1:] or steps  # the first step pays for kernel selection and allocator growth
     med = {k: statistics.median(s[k] for s in timed) for k in steps[0]}
+    video_tokens = int(batch.inputs["video_grid_thw"][0].prod()) // 4  # one row per sequence, the same video
+    prompt_tokens = batch.inputs["input_ids"].shape[1] - batch.completion_ids.shape[1] - video_tokens
+    planned = plan_estimate(config, mode, cli, accelerator, video_tokens, prompt_tokens)
     result = {
-        "mode": mode,
-        "trainable_params_M": round(sum(p.numel() for p in params) / 1e6, 1),
-        "total_params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-        "video_tokens": int(batch.inputs["video_grid_thw"].prod(-1).sum()) // 4,
+        "mode": mode + (f" (FSDP2 over {accelerator.num_processes})" if sharded else ""),
+        "trainable_params_M": round(
+            sum(p.numel() for p in params) * (accelerator.num_processes if sharded else 1) / 1e6, 1
+        ),
+        "video_tokens": video_tokens,
         "sequence_length": batch.inputs["input_ids"].shape[1],
         **{
             f"median_{k}_s": round(v, 3)
@@ -251,11 +273,14 @@ def run_mode(mode: str, cli, accelerator, video, workdir: str) -> dict:
         "rollout_tokens_per_s": round(med["generated_tokens"] / med["rollout"], 1),
         "trained_tokens_per_s": round(med["sequence_tokens"] / med["update"], 1),
         "first_step_s": round(steps[0]["step"], 3),
+        "step0_kl_max": step0_kl,
         "peak_memory_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2)
         if device.type == "cuda"
         else None,
+        "plan_peak_GiB": round(planned / 2**30, 2),
     }
-    accelerator.free_memory(prepared, optimizer)
+    if not sharded:
+        accelerator.free_memory(prepared, optimizer)
     del model, ref_model, policy, engine, prepared, optimizer, params
     return result
 
@@ -265,19 +290,29 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--tiny", action="store_true", help="the tiny offline model on CPU (checks the script)"
+        "--model", choices=sorted(MODELS), default="3b", help="published architecture to build"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="the tiny architecture on CPU (checks the script)"
     )
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=RECIPE["max_completion_length"],
+        help="default: the recipes' 1024",
+    )
     parser.add_argument("--modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
     parser.add_argument("--bf16-on-cpu", action="store_true", help="with --tiny: bf16 autocast on CPU too")
     parser.add_argument("--json", help="also write the results here")
     cli = parser.parse_args()
     if not cli.tiny and not torch.cuda.is_available():
-        print("no CUDA device: running the tiny model on CPU instead (--tiny)")
-        cli.tiny = True
+        raise SystemExit(
+            "gpu_smoke: no CUDA device visible (torch.cuda.is_available() is False; torch "
+            f"{torch.__version__}). Run it on a GPU machine, or pass --tiny for the CPU check of the script."
+        )
     if cli.tiny:
-        cli.max_new_tokens = min(cli.max_new_tokens, 32)
+        cli.model = "tiny"
         sampling = VideoSampling(min_pixels=3136, total_pixels=200704)
         video = synthetic_video(8.0, 8.0, 56, 56, sampling)
         accelerator = Accelerator(cpu=True, mixed_precision="bf16" if cli.bf16_on_cpu else "no")
@@ -292,7 +327,10 @@ def main() -> None:
         "device": torch.cuda.get_device_name()
         if accelerator.device.type == "cuda"
         else platform.processor() or "cpu",
-        "model": "tiny offline Qwen2.5-VL" if cli.tiny else "Qwen2.5-VL-3B architecture, random weights",
+        "processes": accelerator.num_processes,
+        "model": "tiny Qwen2.5-VL architecture"
+        if cli.tiny
+        else f"{MODELS[cli.model]} architecture, random weights",
         "video": f"{len(video.frames)} frames of {video.frames.shape[2]}x{video.frames.shape[1]} at 2 fps",
         "completion_tokens": cli.max_new_tokens,
         "versions": {
@@ -303,15 +341,18 @@ def main() -> None:
             "peft": peft.__version__,
         },
     }
-    print(json.dumps(header, indent=2))
+    main_process = accelerator.is_main_process
+    if main_process:
+        print(json.dumps(header, indent=2))
     results = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for mode in cli.modes:
-            results.append(run_mode(mode, cli, accelerator, video, workdir))
+    for mode in cli.modes:
+        results.append(run_mode(mode, cli, accelerator, video))
+        if main_process:
             print(json.dumps(results[-1], indent=2), flush=True)
-    if cli.json:
+    if cli.json and main_process:
         with open(cli.json, "w") as handle:
             json.dump({**header, "results": results}, handle, indent=2)
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

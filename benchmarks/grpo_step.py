@@ -28,7 +28,7 @@ PARTS = ("time/video", "time/rollout", "time/reward", "time/logprobs", "time/upd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--backend", default="hf")
     parser.add_argument("--workers", type=int, default=2)

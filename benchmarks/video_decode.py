@@ -93,7 +93,7 @@ def run_interleaved(cases: list[tuple], repeats: int) -> list[tuple]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--synth-videos", type=int, default=0, help="also time generating N synthetic videos")
     parser.add_argument("--workers", type=int, default=2)

@@ -12,7 +12,7 @@ import yaml
 
 from invert4tvg.config import DataArguments, GRPOArguments, ModelArguments, TaskArguments
 from invert4tvg.data.cache import FrameCache
-from invert4tvg.data.formats import load_records
+from invert4tvg.data.formats import DataError, load_records
 from invert4tvg.data.records import GroundingRecord
 from invert4tvg.grpo.reward_set import RewardSet
 from invert4tvg.policy.base import Policy
@@ -70,6 +70,20 @@ def load_split(data: DataArguments, split: str) -> list[GroundingRecord]:
             json.dumps(result.report.get("skipped_by_reason", {})),
             data.dataset_format,
             annotations,
+        )
+    if not result.records:
+        skipped = result.report.get("skipped_by_reason") or {}
+        why = (
+            f"all {sum(skipped.values())} samples were rejected ({json.dumps(skipped)})"
+            if skipped
+            else "it is empty"
+        )
+        raise DataError(
+            str(annotations),
+            "file",
+            "no_records",
+            f"no usable {split} sample: {why}",
+            f"`invert4tvg data check --format {data.dataset_format} --annotations {annotations}` lists the problems.",
         )
     logger.info("%s split: %d records from %s", split, len(result.records), annotations)
     return result.records

@@ -11,7 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from invert4tvg.config_checks import check_grpo_arguments, check_report_to, check_training_arguments
+from invert4tvg.config_checks import (
+    ConfigError,
+    check_grpo_arguments,
+    check_report_to,
+    check_training_arguments,
+)
 from invert4tvg.data.frames import VideoSampling
 from rewards.nlp.lexicon import ASPECTUAL_VERBS
 
@@ -282,7 +287,7 @@ class TrainingArguments:
         check_report_to(self.report_to)
         check_training_arguments(self)  # at parse time, before a model, data or output_dir is touched
         if self.fsdp not in ("", "full_shard"):
-            raise ValueError(
+            raise ConfigError(
                 f"fsdp: {self.fsdp!r} is not supported; use full_shard (FSDP2) or leave it empty (DDP)"
             )
 
@@ -477,22 +482,14 @@ class SFTArguments(TrainingArguments):
 def parse_config(
     types: tuple[type, ...], argv: list[str] | None = None, ignore_unknown: bool = False
 ) -> tuple[Any, ...]:
-    """``--config file.yaml`` plus ``--field value`` overrides (the command line wins), TRL style.
+    """``--config file.yaml`` plus ``--field value`` overrides (the command line wins), TRL style; every field's
+    type and range checked, unknown keys and flags refused with the closest field (``config_parser.py``).
 
-    Unknown keys are errors, except with ``ignore_unknown`` (reading a training config for its data and model
+    ``ignore_unknown`` passes over YAML keys of other dataclasses (reading a training config for its data and model
     settings only, as ``invert4tvg eval`` does)."""
-    from trl import TrlParser
+    from invert4tvg.config_parser import parse
 
-    parser = TrlParser(types)
-    if argv is not None and ("-h" in argv or "--help" in argv):
-        # TrlParser takes --config out of the arguments itself, so it is not among the dataclass fields --help lists.
-        parser.add_argument(
-            "--config",
-            help="YAML file of these fields (recipes/configs/); a --field value on the command line wins over it",
-        )
-    if ignore_unknown:
-        return parser.parse_args_and_config(args=argv, fail_with_unknown_args=False)
-    return parser.parse_args_and_config(args=argv)
+    return parse(types, argv, ignore_unknown)
 
 
 def to_dict(*configs: Any) -> dict[str, Any]:

@@ -41,7 +41,9 @@ from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
 from invert4tvg.training import trackers
 from invert4tvg.training.announce import end_lines, grpo_start_lines, say
-from invert4tvg.training.output_dir import prepare_output_dir
+from invert4tvg.training.fsdp import gathered
+from invert4tvg.training.launch import check_launch
+from invert4tvg.training.output_dir import prepare_output_dir, replace_previous_run
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
 from rewards import nlp
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> dict:
         (ModelArguments, DataArguments, TaskArguments, GRPOArguments), argv
     )
     check_inputs(argv, model_args, data_args, task_args)  # a missing file: one line naming what creates it
+    check_launch(
+        model_args, data_args, args
+    )  # DeepSpeed refused; the memory plan must fit the GPU (no model yet)
     # bf16 compute under autocast with fp32 trainable weights (docs/training.md, "Precision")
     accelerator = Accelerator(
         mixed_precision=mixed_precision(model_args),
@@ -60,16 +65,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     set_seed(args.seed)
     config = to_dict(model_args, data_args, task_args, args)
-    # output_dir / --resume_from_checkpoint / --overwrite_output_dir are settled before anything is loaded or written
+    # output_dir / --resume_from_checkpoint / --overwrite_output_dir are checked before anything is loaded; nothing is
+    # written (or removed) there until the data, the model and the rewards have loaded (docs/training.md)
     resume_from = prepare_output_dir(args, config, accelerator.is_main_process)
     if resume_from is not None:
         args.resume_from_checkpoint = str(resume_from)
     accelerator.wait_for_everyone()
 
-    policy = load_policy(model_args)
     train_records = load_split(data_args, "train")
     val_records = load_split(data_args, "val")[: args.eval_max_samples] if data_args.val_annotations else None
     test_records = load_split(data_args, "test") if data_args.test_annotations else None
+    policy = load_policy(model_args)
     templates = load_templates(task_args, policy)
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     sampler = build_sampler(task_args, seed=args.seed)
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     if resume_from is not None:
         metadata["resumed_from"] = str(resume_from)
     if accelerator.is_main_process:
+        replace_previous_run(args)  # --overwrite_output_dir: only now that everything has loaded
         write_metadata(args.output_dir, **metadata)
     trackers.start_trackers(accelerator, args, config)
 
@@ -140,19 +147,23 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.train()
 
         results = {}
-        if accelerator.is_main_process:
-            final = trainer.save_final()
-            if test_records:
-                results = evaluate(
-                    policy,
-                    engine,
-                    test_records,
-                    f"{args.output_dir}/eval",
-                    metadata={**metadata, "split": "test"},
-                    **{**eval_options, "progress": True},
-                )
-            eval_dir = f"{args.output_dir}/eval" if test_records else None
-            say(accelerator, end_lines(final, "GRPO", eval_dir, summary_line(results) if results else ""))
+        final = (
+            trainer.save_final()
+        )  # every process: sharded (FSDP2) weights are gathered, the main process writes
+        if test_records:
+            # Sharded weights are gathered once on every process; the main process evaluates with them.
+            with gathered(trainer.model):
+                if accelerator.is_main_process:
+                    results = evaluate(
+                        policy,
+                        engine,
+                        test_records,
+                        f"{args.output_dir}/eval",
+                        metadata={**metadata, "split": "test"},
+                        **{**eval_options, "progress": True},
+                    )
+        eval_dir = f"{args.output_dir}/eval" if test_records else None
+        say(accelerator, end_lines(final, "GRPO", eval_dir, summary_line(results) if results else ""))
     accelerator.end_training()
     return results
 

@@ -159,8 +159,10 @@ def _check_output(name: str, out: Any, n: int) -> list[float | None]:
             number = float(value)
         except (TypeError, ValueError):
             raise RewardOutputError(name, f"sample {i}: returned {value!r}, not a number") from None
-        if math.isnan(number):
-            raise RewardOutputError(name, f"sample {i}: returned NaN")
+        if not math.isfinite(number):
+            raise RewardOutputError(
+                name, f"sample {i}: returned {number}; a reward must be a finite number (or None: not scored)"
+            )
         result.append(number)
     return result
 

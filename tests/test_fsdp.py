@@ -66,3 +66,54 @@ def test_fsdp2_reference_is_the_policy_at_step_0_under_bf16(sharded):
     for rank in (0, 1):
         result = json.loads((sharded / f"bf16_{rank}.json").read_text())
         assert result == {"kl": 0.0, "buffers_match": True}
+
+
+def test_fsdp2_recipe_sharded_checkpoint_resumes_bit_exact_and_final_loads(
+    tiny_model_dir, tiny_bench, tmp_path
+):
+    """The GRPO recipe with fsdp: full_shard on 2 processes: a run resumed from its sharded step-2 checkpoint ends
+    with the straight run's weights, bit for bit; final/ is one consolidated safetensors model."""
+    from safetensors.torch import load_file
+    from test_grpo_training import recipe_args
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    common = ["--fsdp", "full_shard", "--max_steps", "3", "--per_device_train_batch_size", "1"]
+    common += ["--num_generations", "2", "--test_annotations", ""]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train = tiny_bench / "train.json"
+    torchrun(
+        2, "recipe", *recipe_args(tiny_bench, train, tiny_model_dir, straight), *common, "--save_steps", "2"
+    )
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["sequences"] == 4  # 2 processes x 1 video x 2 completions
+    checkpoint = straight / "checkpoints/step_2"
+    assert (checkpoint / "sharded/.metadata").is_file() and not (checkpoint / "optimizer.pt").exists()
+    assert not list((checkpoint / "model").glob("*.safetensors"))  # the weights live in the shards
+    torchrun(
+        2, "recipe", *recipe_args(tiny_bench, train, tiny_model_dir, resumed), *common,
+        "--resume_from_checkpoint", str(checkpoint),
+    )  # fmt: skip
+    a = load_file(straight / "final/model.safetensors")
+    b = load_file(resumed / "final/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    start = load_file(tiny_model_dir / "model.safetensors")
+    assert a.keys() == start.keys()  # the layout of an unsharded save (a tied LM head stored once)
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(straight / "final", dtype=torch.float32)
+    model.save_pretrained(tmp_path / "again")  # loaded as saved: writing it back gives the same tensors
+    again = load_file(tmp_path / "again/model.safetensors")
+    assert again.keys() == a.keys() and all(torch.equal(again[k], a[k]) for k in a)
+
+
+def test_checkpoint_metadata_that_would_run_code_is_refused(tmp_path):
+    import os
+    import pickle
+
+    from invert4tvg.training.sharded_checkpoint import _MetadataUnpickler
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        _MetadataUnpickler(__import__("io").BytesIO(pickle.dumps(Exploit()))).load()

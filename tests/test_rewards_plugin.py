@@ -74,7 +74,9 @@ def test_guard_finds_the_failing_sample():
     ("output", "message"),
     [
         ([1.0], "list of 2 floats"),
-        ([1.0, float("nan")], "sample 1: returned NaN"),
+        ([1.0, float("nan")], "sample 1: returned nan; a reward must be a finite number"),
+        ([float("inf"), 1.0], "sample 0: returned inf; a reward must be a finite number"),
+        ([1.0, float("-inf")], "sample 1: returned -inf"),
         ([1.0, "x"], "not a number"),
     ],
 )

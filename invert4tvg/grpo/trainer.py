@@ -87,7 +87,7 @@ class GRPOTrainer(TrainerBase):
         self.aux_loss_weight = policy.prepare_rl(args.head_aux_loss_weight)
         # The reference copy is taken before accelerator.prepare wraps the model.
         self.ref_model = (
-            modelprep.build_reference(policy.model, accelerator, sharded=bool(args.fsdp))
+            modelprep.build_reference(policy.model, accelerator, sharded=fsdp.enabled(args, accelerator))
             if args.beta != 0.0
             else None
         )

@@ -28,10 +28,8 @@ from transformers import (
 )
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from invert4tvg.data.synthetic import vocabulary
 from invert4tvg.modeling.processing import SPECIAL_TOKENS
 from invert4tvg.policy.chat_template import QWEN2_VL_CHAT_TEMPLATE
-from invert4tvg.tasks.prompts import template_corpus
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,10 @@ class TinyModelSpec:
 
 def default_corpus() -> list[str]:
     """Text the tokenizer is trained on: prompt templates, benchmark vocabulary, answers with numbers."""
+    # Imported here: the benchmark generator needs PyAV and the task package datasets, and benchmarks/gpu_smoke.py
+    # builds a tokenizer from its own corpus on machines without either.
+    from invert4tvg.data.synthetic import vocabulary
+    from invert4tvg.tasks.prompts import template_corpus
 
     texts = list(template_corpus()) + list(vocabulary())
     # Answers in the trained format, so "to", ".", digits and the tags become frequent merges.

@@ -178,6 +178,9 @@ class HFEngine(RolloutEngine):
                     eos_token_id=self.eos_ids,
                     pad_token_id=self.pad_id,
                     use_cache=True,
+                    # transformers would keep FSDP processes generating in lockstep (an all-reduce per token); a
+                    # sharded model is gathered for the whole call instead (training/fsdp.py: gathered).
+                    synced_gpus=False,
                 )
         finally:
             self.model.train(was_training)

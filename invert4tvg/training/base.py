@@ -16,7 +16,7 @@ from typing import Any
 from invert4tvg.config import TrainingArguments
 from invert4tvg.policy.base import Policy
 from invert4tvg.training import checkpoint as ckpt
-from invert4tvg.training import fsdp
+from invert4tvg.training import fsdp, sharded_checkpoint
 from invert4tvg.training.guards import check_parameters
 from invert4tvg.training.optim import build_optimizer
 from invert4tvg.training.output_dir import save_final
@@ -51,13 +51,15 @@ class TrainerBase:
             if args.max_steps > 0
             else math.ceil(args.num_train_epochs * self.stream.steps_per_epoch)
         )
-        self.video_budget = VideoFailureBudget(max_bad_video_fraction)
+        self.video_budget = VideoFailureBudget(
+            max_bad_video_fraction, total=len({getattr(r, "video", None) for r in records})
+        )
         self.step = 0
 
     def prepare(self, updates_per_step: int = 1) -> None:
         """Build the optimizer and schedule, wrap the model (DDP/FSDP/DeepSpeed) and open the metric log. Called by
         the subclass once the model is final (GRPO first copies the reference model from it)."""
-        if self.args.fsdp:
+        if fsdp.enabled(self.args, self.accelerator):
             # Sharded in place (FSDP2); the optimizer is built on the sharded parameters, outside accelerate.
             self.model = fsdp.shard(self.policy.model, self.accelerator)
             self.optimizer, self.scheduler = build_optimizer(
@@ -107,10 +109,19 @@ class TrainerBase:
             head_config=self.policy.head_config(),
         )
 
-    def save_final(self) -> Path:
-        """``output_dir/final``: the trained model, its processor and its head's record (main process only)."""
+    def save_final(self) -> Path | None:
+        """``output_dir/final``: the trained model, its processor and its head's record. Every process calls it (a
+        sharded model is gathered into one fp32 state dict); the main process writes it and returns its path."""
         model = self.accelerator.unwrap_model(self.model)
-        return save_final(model, self.policy.processor, self.run_dir, self.step, self.policy.head_config())
+        state_dict = None
+        if fsdp.is_sharded(model):
+            check_parameters(model, self.step, self.run_dir, what="before saving final/ at step")
+            state_dict = sharded_checkpoint.full_state_dict(model)
+        if not self.accelerator.is_main_process:
+            return None
+        return save_final(
+            model, self.policy.processor, self.run_dir, self.step, self.policy.head_config(), state_dict
+        )
 
     def resume(self, resume: str) -> None:
         """Restore weights, optimizer, schedule, RNG, data position and the subclass's state; metric rows logged

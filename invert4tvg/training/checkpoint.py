@@ -26,9 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from invert4tvg.errors import UserError
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import HEAD_FILE
+from invert4tvg.training import sharded_checkpoint
 from invert4tvg.training.disk import disk_guard
+from invert4tvg.training.fsdp import is_sharded
+from invert4tvg.training.stream import position_after
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 MANIFEST = "manifest.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used: missing, damaged, or holding more than tensors."""
 
 
@@ -102,14 +106,20 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
+        sharded = is_sharded(unwrapped)
+        if sharded:  # FSDP2: every process writes its shards of the weights and optimizer state
+            sharded_checkpoint.save_state(tmp, unwrapped, optimizer)
         if accelerator.is_main_process:
-            with head_modules.detached(unwrapped):
-                unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
-            head_modules.save(unwrapped, tmp / "model")
+            if sharded:
+                unwrapped.config.save_pretrained(tmp / "model")
+            else:
+                with head_modules.detached(unwrapped):
+                    unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
+                head_modules.save(unwrapped, tmp / "model")
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             processor.save_pretrained(tmp / "model")
             if head_config is not None:
                 (tmp / "model" / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             (tmp / "trainer_state.json").write_text(
                 json.dumps({"step": step, **trainer_state}, indent=2) + "\n"
@@ -158,9 +168,35 @@ def verify_checkpoint(path: Path) -> str | None:
         if file.stat().st_size != size:
             return f"{name} has {file.stat().st_size} bytes, {size} were written"
     try:
-        json.loads((path / "trainer_state.json").read_text())["step"]
-    except (OSError, ValueError, KeyError) as err:
+        state = json.loads((path / "trainer_state.json").read_text())
+        state["step"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
         return f"trainer_state.json is unreadable ({err})"
+    return state_problem(path, state)
+
+
+def state_problem(path: Path, state: dict[str, Any]) -> str | None:
+    """Why ``trainer_state.json`` disagrees with itself or its checkpoint: the step must be the one in the
+    directory's name and the data position the one that many steps reach (an edited or foreign state would resume
+    a run that trains nothing, or the wrong records)."""
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"trainer_state.json: step {step!r} is not a step number"
+    named = _STEP_DIR.match(path.name)
+    if named and int(named.group(1)) != step:
+        return f"trainer_state.json says step {step}, the directory {path.name}"
+    stream = state.get("stream")
+    if isinstance(stream, dict) and {"size", "global_batch_size", "epoch", "position"} <= set(stream):
+        expected = position_after(step, stream["size"], stream["global_batch_size"])
+        if (stream["epoch"], stream["position"]) != expected:
+            return (
+                f"trainer_state.json: data position (epoch {stream['epoch']}, record {stream['position']}) is not "
+                f"where {step} steps of {stream['global_batch_size']} of {stream['size']} records end (epoch "
+                f"{expected[0]}, record {expected[1]})"
+            )
+    total = state.get("total_steps")
+    if isinstance(total, int) and step > total:
+        return f"trainer_state.json: step {step} is past the run's {total} steps"
     return None
 
 
@@ -178,7 +214,7 @@ def find_checkpoint(run_dir: str | Path, resume: str) -> Path:
     if resume == "latest":
         found = list_checkpoints(Path(run_dir) / "checkpoints")
         if not found:
-            raise FileNotFoundError(
+            raise CheckpointError(
                 f"--resume_from_checkpoint latest: no checkpoint in {Path(run_dir) / 'checkpoints'}"
             )
         damaged = []
@@ -199,7 +235,7 @@ def find_checkpoint(run_dir: str | Path, resume: str) -> Path:
         )
     path = Path(resume)
     if not (path / "trainer_state.json").exists():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"--resume_from_checkpoint {resume}: not a checkpoint directory (no trainer_state.json)"
         )
     problem = verify_checkpoint(path)
@@ -216,8 +252,22 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and this process's RNG; returns the trainer state."""
     path = Path(path)
-    load_weights(accelerator.unwrap_model(model), path / "model")
-    optimizer.load_state_dict(safe_load(path / "optimizer.pt"))
+    if is_sharded(accelerator.unwrap_model(model)):
+        try:
+            sharded_checkpoint.load_state(path, accelerator.unwrap_model(model), optimizer)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(
+                f"refusing to load {path / sharded_checkpoint.SHARDED_DIR}: {err}"
+            ) from None
+        except (FileNotFoundError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"{path / sharded_checkpoint.SHARDED_DIR} cannot be read into this run "
+                f"({str(err).splitlines()[0][:300]}); a sharded checkpoint resumes on the number of processes "
+                "that wrote it, with fsdp: full_shard"
+            ) from None
+    else:
+        load_weights(accelerator.unwrap_model(model), path / "model")
+        optimizer.load_state_dict(safe_load(path / "optimizer.pt"))
     scheduler.load_state_dict(safe_load(path / "scheduler.pt"))
     rng_file = path / f"rng_state_{accelerator.process_index}.pt"
     if rng_file.exists():
@@ -235,6 +285,18 @@ def load_weights(model: torch.nn.Module, model_dir: Path) -> None:
     Full weights go through ``from_pretrained``, which knows the on-disk key layout of each transformers version,
     and are then copied in place, so optimizer and accelerate references to the parameters stay valid.
     """
+    from safetensors import SafetensorError
+
+    try:
+        _load_weights(model, model_dir)
+    except SafetensorError as err:
+        raise CheckpointError(
+            f"{model_dir}: a weights file cannot be read ({err}); the checkpoint is damaged: resume from an "
+            f"earlier one in {model_dir.parent.parent}"
+        ) from err
+
+
+def _load_weights(model: torch.nn.Module, model_dir: Path) -> None:
     from peft import PeftModel, set_peft_model_state_dict
     from safetensors.torch import load_file
 

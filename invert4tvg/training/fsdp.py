@@ -30,6 +30,11 @@ SHARD_MODES = ("", "full_shard")
 LAYER_CLASSES = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")
 
 
+def enabled(args, accelerator) -> bool:
+    """Whether this run shards: ``fsdp: full_shard`` with more than one process (one process trains unsharded)."""
+    return bool(getattr(args, "fsdp", "")) and accelerator.num_processes > 1
+
+
 def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 

@@ -23,8 +23,18 @@ def nonfinite_parameters(model: torch.nn.Module, trainable_only: bool = True) ->
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
     if not named:
         return []
-    norms = torch._foreach_norm([p.detach() for _, p in named])
-    finite = torch.stack([n.float().to(norms[0].device) for n in norms]).isfinite().tolist()
+    from torch.distributed.tensor import DTensor
+
+    sharded = any(isinstance(p, DTensor) for _, p in named)
+    # FSDP2: each process checks its own shards, and all of them learn the verdict (they must stop together).
+    local = [p.to_local() if isinstance(p, DTensor) else p for _, p in named]
+    norms = torch._foreach_norm([p.detach() for p in local])
+    finite = torch.stack([n.float().to(norms[0].device) for n in norms]).isfinite()
+    if sharded:
+        flags = finite.to(torch.int32)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+        finite = flags.bool()
+    finite = finite.tolist()
     return [name for (name, _), ok in zip(named, finite) if not ok]
 
 

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from invert4tvg.errors import UserError
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import HEAD_FILE
 from invert4tvg.training import checkpoint as ckpt
@@ -28,8 +29,8 @@ from invert4tvg.training.guards import check_parameters
 
 logger = logging.getLogger(__name__)
 
-# The files and directories a run writes into output_dir (a TensorBoard directory named after the run is added).
-RUN_ENTRIES = ("metadata.json", "metrics.jsonl", "checkpoints", "final", "eval")
+# The files and directories a run writes into output_dir (trackers' directories included, training/trackers.py).
+RUN_ENTRIES = ("metadata.json", "metrics.jsonl", "checkpoints", "final", "eval", "tensorboard", "wandb")
 
 # Fields a resume may change; the new value applies from the resumed step on. They decide where things are written,
 # how often the run logs, saves and evaluates, and how the same computation is distributed or cached.
@@ -49,14 +50,15 @@ MAY_CHANGE_ON_RESUME = frozenset(
 LENGTH_FIELDS = frozenset({"max_steps", "num_train_epochs"})
 
 
-class OutputDirError(ValueError):
+class OutputDirError(UserError, ValueError):
     """output_dir, --resume_from_checkpoint and --overwrite_output_dir do not fit together; nothing was written."""
 
 
 def prepare_output_dir(args: Any, config: dict[str, Any], is_main_process: bool = True) -> Path | None:
     """Check ``output_dir`` against ``--resume_from_checkpoint`` / ``--overwrite_output_dir`` and return the checkpoint
-    to resume from (None for a fresh run). Raises :class:`OutputDirError` (or the checkpoint's error) before any write; with
-    ``overwrite_output_dir`` the main process then removes the previous run's files."""
+    to resume from (None for a fresh run). Raises :class:`OutputDirError` (or the checkpoint's error); writes and
+    removes nothing: with ``overwrite_output_dir`` the recipe calls :func:`replace_previous_run` once the data and
+    the model have loaded, so a run that fails to start leaves the previous one as it was."""
     out = Path(args.output_dir)
     overwrite = bool(getattr(args, "overwrite_output_dir", False))
     if out.exists() and not out.is_dir():
@@ -83,9 +85,15 @@ def prepare_output_dir(args: Any, config: dict[str, Any], is_main_process: bool 
             "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir true to replace it, or "
             "choose another output_dir"
         )
-    if entries and is_main_process:
-        clear_run(out)
     return None
+
+
+def replace_previous_run(args: Any) -> None:
+    """With ``--overwrite_output_dir``, remove the previous run's files (main process only, just before the new run
+    writes its first file)."""
+    out = Path(args.output_dir)
+    if getattr(args, "overwrite_output_dir", False) and out.is_dir() and any(out.iterdir()):
+        clear_run(out)
 
 
 def _run_entries(out: Path) -> list[str]:
@@ -93,16 +101,16 @@ def _run_entries(out: Path) -> list[str]:
 
 
 def clear_run(out: Path) -> list[str]:
-    """Remove a previous run's files from ``out`` (its entries and TensorBoard directory) and nothing else."""
+    """Remove a previous run's files from ``out`` (its entries and tracker directories) and nothing else."""
     names = list(_run_entries(out))
     try:
         run_name = json.loads((out / "metadata.json").read_text()).get("run_name")
     except (OSError, ValueError, AttributeError):
         run_name = None
-    if run_name:
-        tracker = str(run_name).replace("/", "_")
-        if tracker and (out / tracker).is_dir() and tracker not in (".", ".."):
-            names.append(tracker)
+    if run_name:  # runs written before the fixed tensorboard/ name kept TensorBoard under the run name
+        legacy = str(run_name).replace("/", "_")
+        if legacy not in ("", ".", "..") and (out / legacy).is_dir() and (out / legacy).parent == out:
+            names.append(legacy)
     for name in names:
         target = out / name
         if target.is_dir() and not target.is_symlink():
@@ -166,17 +174,24 @@ def check_resume_config(old: dict[str, Any] | None, new: dict[str, Any], path: P
 
 
 def save_final(
-    model: Any, processor: Any, out: str | Path, step: int, head_config: dict[str, Any] | None = None
+    model: Any,
+    processor: Any,
+    out: str | Path,
+    step: int,
+    head_config: dict[str, Any] | None = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``OUT/final`` atomically: into ``OUT/.final.tmp``, then renamed (the old one goes only after).
-    ``head_config`` (``Policy.head_config()``) is recorded so that loading ``final/`` needs no head option."""
+    ``head_config`` (``Policy.head_config()``) is recorded so that loading ``final/`` needs no head option.
+    ``state_dict``: the whole weights of a sharded model (checked finite by the caller), written in its place."""
     out = Path(out)
     final, tmp, old = out / "final", out / ".final.tmp", out / ".final.old"
-    check_parameters(model, step, out, what="before saving final/ at step")
+    if state_dict is None:
+        check_parameters(model, step, out, what="before saving final/ at step")
     with disk_guard(tmp, "final/"):
         shutil.rmtree(tmp, ignore_errors=True)
         with head_modules.detached(model):
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         head_modules.save(model, tmp)
         processor.save_pretrained(tmp)
         if head_config is not None:

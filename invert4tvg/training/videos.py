@@ -7,17 +7,28 @@ from collections.abc import Sequence
 from typing import Any
 
 from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
+from invert4tvg.errors import UserError
 from invert4tvg.tasks import TaskInstance
 
 logger = logging.getLogger(__name__)
 
 
-class VideoFailureBudget:
-    """Counts videos that failed to decode; stops the run when too many fail instead of training on what is left."""
+class BadVideosError(UserError, RuntimeError):
+    """Too many of the run's videos cannot be decoded; the message lists them."""
 
-    def __init__(self, max_fraction: float, min_seen: int = 20) -> None:
+
+class VideoFailureBudget:
+    """Counts videos that failed to decode; stops the run when too many fail instead of training on what is left.
+
+    Two rules, either stops: more than ``max_fraction`` of the decodes so far failed (once ``min_seen`` videos were
+    tried, so one early failure does not stop a large run), or the distinct failed videos already exceed
+    ``max_fraction`` of the ``total`` distinct videos of the training set, so the fraction is certain to be exceeded
+    whatever comes next (4 unreadable videos out of 4 stop at the first failure, not after 20 skipped steps)."""
+
+    def __init__(self, max_fraction: float, min_seen: int = 20, total: int | None = None) -> None:
         self.max_fraction = max_fraction
         self.min_seen = min_seen
+        self.total = total
         self.seen = 0
         self.failed: dict[str, str] = {}
 
@@ -25,12 +36,20 @@ class VideoFailureBudget:
         self.seen += ok + len(failures)
         self.failed.update(failures)
         fraction = len(self.failed) / max(self.seen, 1)
-        if self.failed and self.seen >= self.min_seen and fraction > self.max_fraction:
+        certain = bool(self.total) and len(self.failed) > self.max_fraction * self.total
+        if self.failed and (certain or (self.seen >= self.min_seen and fraction > self.max_fraction)):
             listed = "\n".join(f"  {path}: {why}" for path, why in list(self.failed.items())[:20])
-            raise RuntimeError(
-                f"{len(self.failed)} of {self.seen} videos failed to decode ({fraction:.1%} > "
-                f"max_bad_video_fraction={self.max_fraction:.1%}). Fix or remove them (`invert4tvg data check "
-                f"--video-dir ...` lists them), or raise max_bad_video_fraction:\n{listed}"
+            more = f"\n  ... and {len(self.failed) - 20} more" if len(self.failed) > 20 else ""
+            share = (
+                f"{len(self.failed)} of the training set's {self.total} videos"
+                if certain
+                else f"{len(self.failed)} of {self.seen} videos decoded so far"
+            )
+            ratio = len(self.failed) / self.total if certain else fraction
+            raise BadVideosError(
+                f"{share} failed to decode ({ratio:.1%} > max_bad_video_fraction={self.max_fraction:.1%}); "
+                "fix or remove them (`invert4tvg data check --video-dir ...` lists them), or raise "
+                f"max_bad_video_fraction:\n{listed}{more}"
             )
 
     def state_dict(self) -> dict[str, Any]:
