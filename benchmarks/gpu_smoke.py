@@ -52,7 +52,7 @@ from invert4tvg.grpo.loss import (
     per_token_loss,
 )
 from invert4tvg.modeling.architectures import published_config
-from invert4tvg.policy.base import Policy
+from invert4tvg.policy.base import CompletionPolicy
 from invert4tvg.policy.loading import prepare_for_training, upcast_trainable
 from invert4tvg.policy.tiny_model import TinyModelSpec, build_processor, tiny_config, train_tokenizer
 from invert4tvg.rollout.base import SamplingParams
@@ -77,7 +77,7 @@ PROMPT = (
 )
 
 
-class SmokePolicy(Policy):
+class SmokePolicy(CompletionPolicy):
     """The base Policy's passes (prompt rendering, rollout requests, log-probs); the benchmark never reads answers."""
 
     def decode(self, completion, duration):

@@ -22,9 +22,10 @@ import av
 import numpy as np
 
 import invert4tvg  # noqa: F401  (torchvision compat before anything else)
+from invert4tvg.data.cache import FrameCache
 from invert4tvg.data.frames import VideoSpec
 from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
-from invert4tvg.data.video import FrameCache, decode_video
+from invert4tvg.data.video import decode_video
 
 
 def write_charades_like(

@@ -22,6 +22,7 @@ from invert4tvg.rollout.ray_pool import RayEnginePool
 from invert4tvg.rollout.vllm_engine import VLLMEngine
 from invert4tvg.rollout.worker import EngineSpec
 from invert4tvg.tasks import PromptTemplates, TaskSampler
+from invert4tvg.tasks.prompts import TEXT_TIMESTAMPS_ANSWER
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def load_templates(tasks: TaskArguments, policy: Policy | None = None) -> Prompt
         templates = PromptTemplates.from_config(yaml.safe_load(path.read_text()) or {})
     if policy is None:
         return templates
-    if "{answer_format}" not in templates.tvg and policy.name != "text_timestamps":
+    if "{answer_format}" not in templates.tvg and policy.answer_instruction != TEXT_TIMESTAMPS_ANSWER:
         logger.warning(
             "the tvg prompt template has no {answer_format}, so it does not tell the %s head how to answer (%r); "
             "add the field to %s",

@@ -18,6 +18,7 @@ from invert4tvg.config_checks import (
     check_training_arguments,
 )
 from invert4tvg.data.frames import VideoSampling
+from rewards.base import INVERSION_TASKS
 from rewards.nlp.lexicon import ASPECTUAL_VERBS
 
 
@@ -151,7 +152,7 @@ class DataArguments:
 class TaskArguments:
     tvg_probability: float = field(default=0.8, metadata={"help": "p: chance an iteration trains grounding."})
     invert_tasks: list[str] = field(
-        default_factory=lambda: ["vc", "ar", "vd"],
+        default_factory=lambda: list(INVERSION_TASKS),
         metadata={"help": "Inversion tasks drawn when an iteration does not train grounding: vc, ar, vd."},
     )
     invert_task_weights: list[float] | None = field(
@@ -472,7 +473,7 @@ class SFTArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        unknown = sorted(set(self.invert_sft_tasks) - {"vc", "ar", "vd"})
+        unknown = sorted(set(self.invert_sft_tasks) - set(INVERSION_TASKS))
         if unknown or (self.invert_sft_fraction > 0 and not self.invert_sft_tasks):
             raise ValueError(
                 f"invert_sft_tasks must be a non-empty subset of vc, ar, vd; got {self.invert_sft_tasks}"

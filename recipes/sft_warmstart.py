@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     grounding = []
     if args.grounding_annotations:
         grounding = load_split(replace(data_args, train_annotations=args.grounding_annotations), "train")
-    policy = load_policy(model_args)
-    policy.think_template = args.think_template
+    policy = load_policy(model_args, extra_options={"think_template": args.think_template})
     templates, sampling = load_templates(task_args, policy), data_args.sampling()
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     rng = np.random.default_rng(args.seed)

@@ -25,6 +25,9 @@ from rewards.errors import (
     RewardSampleError,
 )
 
+# The inversion tasks (Invert4TVG sec. 2.2), the values of the ``task`` column besides ``tvg`` (grounding).
+INVERSION_TASKS: tuple[str, ...] = ("vc", "ar", "vd")
+
 ON_ERROR = ("raise", "zero")
 
 

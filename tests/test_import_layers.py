@@ -28,8 +28,16 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
         "the flat TRL-style arguments, their parser and their checks",
     ),
     ("tasks", ("invert4tvg.tasks",), "prompts of the four tasks, verb masking, the task sampler"),
-    ("modeling", ("invert4tvg.modeling",), "model passes: processing, log-probs, readouts, layouts, positions"),
-    ("rollout", ("invert4tvg.rollout",), "the RolloutEngine contract and its engines (a model in, completions out)"),
+    (
+        "modeling",
+        ("invert4tvg.modeling",),
+        "model passes: processing, log-probs, readouts, layouts, positions",
+    ),
+    (
+        "rollout",
+        ("invert4tvg.rollout",),
+        "the RolloutEngine contract and its engines (a model in, completions out)",
+    ),
     ("policy", ("invert4tvg.policy",), "the Policy seam: a model, its processor and a grounding head"),
     (
         "rollout hosts",
@@ -156,7 +164,9 @@ def test_no_import_goes_up_a_layer():
 
 def test_no_import_cycle():
     cycles = _cycles(_graph())
-    assert not cycles, "import cycles (function-level imports count):\n" + "\n".join(map(" <-> ".join, cycles))
+    assert not cycles, "import cycles (function-level imports count):\n" + "\n".join(
+        map(" <-> ".join, cycles)
+    )
 
 
 def test_the_checker_sees_imports_inside_functions_and_relative_ones():

@@ -13,6 +13,7 @@ from invert4tvg.grpo.experience import Rollouts
 from invert4tvg.grpo.loss import Advantages
 from invert4tvg.training.distributed import gather_objects
 from invert4tvg.training.videos import VideoFailureBudget
+from rewards.base import INVERSION_TASKS
 from rewards.composite import TASK_SLOTS
 
 SINGLE_TASK_COMPONENTS = frozenset(TASK_SLOTS.values())
@@ -132,7 +133,7 @@ def step_metrics(
         failures = sum(rollouts.columns["pred_span"][i] is None for i in tvg)  # the head's decoding
         row["parse_failures"] = failures  # the trainer adds them to its running count
         row["parse_fail"] = failures / len(tvg)
-    for task in ("vc", "ar", "vd"):
+    for task in INVERSION_TASKS:
         rows = [i for i, t in enumerate(tasks) if t == task]
         if rows and task in components:
             row[f"acc/{task}"] = _mean([components[task][i] for i in rows])

@@ -15,7 +15,8 @@ from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from invert4tvg.errors import UserError
 from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import HEAD_FILE, Policy
+from invert4tvg.policy.base import Policy
+from invert4tvg.policy.model_dir import HEAD_FILE
 
 # Only for annotations: config pulls in the NLP stack, which benchmarks/gpu_smoke.py must run without.
 if TYPE_CHECKING:
@@ -48,9 +49,12 @@ def _head_class(name: str) -> type[Policy]:
     return getattr(importlib.import_module(module), cls)
 
 
-def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
+def load_policy(
+    args: ModelArguments, for_training: bool = True, extra_options: dict[str, Any] | None = None
+) -> Policy:
     """Model + processor + head. A directory holding a LoRA adapter (``adapter_config.json``) is loaded onto its
-    base model; with ``use_peft`` a new adapter is added for training."""
+    base model; with ``use_peft`` a new adapter is added for training. ``extra_options`` add head options of the run
+    (SFT's ``think_template``) to those of :func:`head_options`."""
     path = args.model_name_or_path
 
     # Imported here: config_checks pulls in the reward (NLP) stack, which benchmarks/gpu_smoke.py runs without.
@@ -90,7 +94,7 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
         upcast_trainable(model)
     else:
         model.eval().requires_grad_(False)
-    policy = head.from_options(model, processor, options)
+    policy = head.from_options(model, processor, {**options, **(extra_options or {})})
     module = head_modules.get(model)
     if module is not None:
         if head_modules.load(model, path):
@@ -190,11 +194,6 @@ def head_options(args: ModelArguments) -> tuple[str, dict[str, Any]]:
     options = {k: v for k, v in recorded.items() if k != "head"}
     options.update({k: v for k, v in configured.items() if v is not None})
     return name, options
-
-
-def save_head(policy: Policy, directory: str | Path) -> None:
-    """Record ``policy``'s head beside a saved model, so loading it needs no head option."""
-    (Path(directory) / HEAD_FILE).write_text(json.dumps(policy.head_config(), indent=1) + "\n")
 
 
 def mixed_precision(args: ModelArguments) -> str:

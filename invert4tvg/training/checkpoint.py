@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from invert4tvg.errors import UserError
-from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import HEAD_FILE
+from invert4tvg.policy import model_dir
 from invert4tvg.training import sharded_checkpoint
 from invert4tvg.training.disk import disk_guard
 from invert4tvg.training.fsdp import is_sharded
@@ -110,16 +109,13 @@ def save_checkpoint(
         if sharded:  # FSDP2: every process writes its shards of the weights and optimizer state
             sharded_checkpoint.save_state(tmp, unwrapped, optimizer)
         if accelerator.is_main_process:
-            if sharded:
-                unwrapped.config.save_pretrained(tmp / "model")
+            if (
+                sharded
+            ):  # the weights are the shards; the directory keeps the config, processor and head record
+                model_dir.save(unwrapped, processor, tmp / "model", head_config, weights=False)
             else:
-                with head_modules.detached(unwrapped):
-                    unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
-                head_modules.save(unwrapped, tmp / "model")
+                model_dir.save(unwrapped, processor, tmp / "model", head_config)
                 torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            processor.save_pretrained(tmp / "model")
-            if head_config is not None:
-                (tmp / "model" / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             (tmp / "trainer_state.json").write_text(
                 json.dumps({"step": step, **trainer_state}, indent=2) + "\n"
@@ -279,40 +275,17 @@ def load_checkpoint(
     return state
 
 
-def load_weights(model: torch.nn.Module, model_dir: Path) -> None:
-    """Load a ``save_pretrained`` directory into an existing (possibly LoRA-wrapped) model.
-
-    Full weights go through ``from_pretrained``, which knows the on-disk key layout of each transformers version,
-    and are then copied in place, so optimizer and accelerate references to the parameters stay valid.
-    """
+def load_weights(model: torch.nn.Module, directory: Path) -> None:
+    """Load a checkpoint's ``model/`` into the existing (possibly LoRA-wrapped) model, in place
+    (:func:`invert4tvg.policy.model_dir.load_weights`); a damaged or incomplete one is a :class:`CheckpointError`."""
     from safetensors import SafetensorError
 
     try:
-        _load_weights(model, model_dir)
+        model_dir.load_weights(model, directory)
     except SafetensorError as err:
         raise CheckpointError(
-            f"{model_dir}: a weights file cannot be read ({err}); the checkpoint is damaged: resume from an "
-            f"earlier one in {model_dir.parent.parent}"
+            f"{directory}: a weights file cannot be read ({err}); the checkpoint is damaged: resume from an "
+            f"earlier one in {directory.parent.parent}"
         ) from err
-
-
-def _load_weights(model: torch.nn.Module, model_dir: Path) -> None:
-    from peft import PeftModel, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    if head_modules.get(model) is not None and not head_modules.load(model, model_dir):
-        raise CheckpointError(f"{model_dir} lacks {head_modules.FILE}, the weights of the head's own module")
-    if isinstance(model, PeftModel):
-        set_peft_model_state_dict(model, load_file(model_dir / "adapter_model.safetensors"))
-        return
-    with head_modules.detached(model):
-        _load_full_weights(model, model_dir)
-
-
-def _load_full_weights(model: torch.nn.Module, model_dir: Path) -> None:
-    # fp32 when any weight is fp32 (the trained weights, see policy.loading.upcast_trainable): loading them in
-    # the dtype of whichever parameter comes first (a bf16 vision tower) would round the master weights.
-    dtypes = {p.dtype for p in model.parameters()}
-    dtype = torch.float32 if torch.float32 in dtypes else next(model.parameters()).dtype
-    saved = type(model).from_pretrained(model_dir, dtype=dtype, use_safetensors=True)  # never a pickled .bin
-    model.load_state_dict(saved.state_dict(), strict=True)
+    except FileNotFoundError as err:  # the head module's weights are missing
+        raise CheckpointError(str(err)) from None

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from invert4tvg.errors import UserError
-from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import HEAD_FILE
+from invert4tvg.policy import model_dir
 from invert4tvg.training import checkpoint as ckpt
 from invert4tvg.training.disk import disk_guard
 from invert4tvg.training.guards import check_parameters
@@ -190,12 +189,7 @@ def save_final(
         check_parameters(model, step, out, what="before saving final/ at step")
     with disk_guard(tmp, "final/"):
         shutil.rmtree(tmp, ignore_errors=True)
-        with head_modules.detached(model):
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-        head_modules.save(model, tmp)
-        processor.save_pretrained(tmp)
-        if head_config is not None:
-            (tmp / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
+        model_dir.save(model, processor, tmp, head_config, state_dict=state_dict)
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
+from invert4tvg.data.cache import FrameCache
+from invert4tvg.data.video import VideoDecodeError, decode_video
 from invert4tvg.errors import UserError
 from invert4tvg.tasks import TaskInstance
 
@@ -59,17 +60,26 @@ class VideoFailureBudget:
         self.seen, self.failed = state["seen"], dict(state["failed"])
 
 
+def decode_or_skip(instance: TaskInstance, cache: FrameCache | None, failures: dict[str, str]) -> Any | None:
+    """The instance's decoded video (or clip), or None when it does not decode: the reason goes in ``failures``
+    (video path -> reason) and the log. The one place a batch's video failure is caught (trainers and evaluation)."""
+    try:
+        return decode_video(instance.video, cache)
+    except VideoDecodeError as err:
+        failures[instance.video.path] = str(err)
+        logger.warning("video of %s (%s) failed to decode: %s", instance.record_id, instance.task, err)
+        return None
+
+
 def load_videos(
     instances: Sequence[TaskInstance], cache: FrameCache | None, budget: VideoFailureBudget
 ) -> tuple[list[TaskInstance], list]:
     """Decode each instance's video (or clip); instances whose video fails are dropped and counted."""
     kept, videos, failures = [], [], {}
     for instance in instances:
-        try:
-            videos.append(decode_video(instance.video, cache))
+        video = decode_or_skip(instance, cache, failures)
+        if video is not None:
             kept.append(instance)
-        except VideoDecodeError as err:
-            failures[instance.video.path] = str(err)
-            logger.warning("skipping %s (%s): %s", instance.record_id, instance.task, err)
+            videos.append(video)
     budget.record(len(kept), failures)
     return kept, videos
