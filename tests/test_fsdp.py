@@ -6,7 +6,7 @@ things in this process without sharding and compares:
 - 3 GRPO updates on a fixed global batch (fp32): loss, gradient norm before clipping and every weight, with one and
   with two micro-batches per process, one optimizer step per update;
 - seeded rollouts of each process's own prompts, of unequal lengths, through the sharded model (gathered once per
-  ``generate`` call);
+  ``generate`` call), and the weight-sync payload (whole tensors read from the shards);
 - under bf16 autocast, the sharded reference equals the sharded policy at step 0 (KL = 0) and keeps its buffers'
   dtypes.
 """
@@ -60,6 +60,9 @@ def test_rollouts_under_fsdp2_are_the_unsharded_tokens(sharded, tiny_model_dir, 
         assert got == expected, f"process {rank}"
         assert all(len(ids) <= max_tokens for group in got for ids in group)
     assert max(len(ids) for group in got for ids in group) <= 5  # process 1 ran fewer forwards than process 0
+    # The weight-sync payload of a sharded policy: the whole trainable tensors, as the unsharded policy's.
+    sync, expected = torch.load(sharded / "sync.pt", weights_only=True), trainer.policy.weights_for_sync()
+    assert sync.keys() == expected.keys() and all(torch.equal(sync[k], expected[k]) for k in expected)
 
 
 def test_fsdp2_reference_is_the_policy_at_step_0_under_bf16(sharded):

@@ -253,4 +253,12 @@ class Policy(ABC):
     def weights_for_sync(self) -> dict[str, torch.Tensor]:
         """What a rollout engine holding its own copy needs after an update: the trainable parameters only (the
         adapters with LoRA, the language model when the vision tower is frozen), detached, on CPU."""
-        return {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+        return {n: _whole(p.detach()).cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A parameter's whole tensor: an FSDP2-sharded one (a DTensor) is all-gathered, one parameter at a time, so
+    every process must call it in the same order (each process syncs its own engine)."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
