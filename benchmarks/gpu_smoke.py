@@ -52,7 +52,7 @@ from invert4tvg.grpo.loss import (
     per_token_loss,
 )
 from invert4tvg.modeling.architectures import published_config
-from invert4tvg.policy.base import Policy
+from invert4tvg.policy.base import CompletionPolicy
 from invert4tvg.policy.loading import prepare_for_training, upcast_trainable
 from invert4tvg.policy.tiny_model import TinyModelSpec, build_processor, tiny_config, train_tokenizer
 from invert4tvg.rollout.base import SamplingParams
@@ -67,7 +67,7 @@ RECIPE = dict(
     num_generations=8,
     beta=0.04,
     loss_type="grpo",
-    logprob_batch_size={"3b": 8, "7b": 4, "tiny": 8},
+    per_device_train_batch_size={"3b": 8, "7b": 4, "tiny": 8},  # completions per micro-batch (TRL's unit)
     max_grad_norm=1.0,
     max_completion_length=1024,
 )
@@ -77,7 +77,7 @@ PROMPT = (
 )
 
 
-class SmokePolicy(Policy):
+class SmokePolicy(CompletionPolicy):
     """The base Policy's passes (prompt rendering, rollout requests, log-probs); the benchmark never reads answers."""
 
     def decode(self, completion, duration):
@@ -156,7 +156,8 @@ def plan_estimate(config, mode: str, cli, accelerator, video_tokens: int, prompt
         video_tokens=video_tokens,
         prompt_tokens=prompt_tokens,
         max_completion_length=cli.max_new_tokens,
-        logprob_batch_size=RECIPE["logprob_batch_size"][cli.model],
+        micro_batch=RECIPE["per_device_train_batch_size"][cli.model],
+        accumulation=RECIPE["num_generations"] // RECIPE["per_device_train_batch_size"][cli.model],
         rollout_sequences=RECIPE["num_generations"],
     )
     return mp.plan(shapes, setup).peak
@@ -199,7 +200,7 @@ def run_mode(mode: str, cli, accelerator, video) -> dict:
     engine = HFEngine(model, processor, max_batch_sequences=RECIPE["num_generations"])
     fsdp.generate_gathered(engine, model)  # sharded: one all-gather per generate call
     g = RECIPE["num_generations"]
-    micro_size = RECIPE["logprob_batch_size"][cli.model]
+    micro_size = RECIPE["per_device_train_batch_size"][cli.model]
     loss_config = LossConfig(
         loss_type=RECIPE["loss_type"], beta=RECIPE["beta"], max_completion_length=cli.max_new_tokens
     )

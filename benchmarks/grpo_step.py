@@ -28,7 +28,7 @@ PARTS = ("time/video", "time/rollout", "time/reward", "time/logprobs", "time/upd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--backend", default="hf")
     parser.add_argument("--workers", type=int, default=2)
@@ -70,7 +70,7 @@ def main() -> None:
         "first_step_s": rows[0]["time/step"],
         "median_s": {part: statistics.median(r[part] for r in warm) for part in PARTS},
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in warm),
-        "completion_len": statistics.median(r["completion_len"] for r in warm),
+        "completion_len": statistics.median(r["completions/mean_length"] for r in warm),
     }
     step = result["median_s"]["time/step"]
     print(

@@ -155,7 +155,7 @@ def machine() -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--n", type=int, default=10_000, help="completions per reward")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()

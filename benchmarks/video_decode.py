@@ -22,9 +22,10 @@ import av
 import numpy as np
 
 import invert4tvg  # noqa: F401  (torchvision compat before anything else)
+from invert4tvg.data.cache import FrameCache
 from invert4tvg.data.frames import VideoSpec
 from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
-from invert4tvg.data.video import FrameCache, decode_video
+from invert4tvg.data.video import decode_video
 
 
 def write_charades_like(
@@ -93,7 +94,7 @@ def run_interleaved(cases: list[tuple], repeats: int) -> list[tuple]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--synth-videos", type=int, default=0, help="also time generating N synthetic videos")
     parser.add_argument("--workers", type=int, default=2)

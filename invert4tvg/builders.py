@@ -12,7 +12,7 @@ import yaml
 
 from invert4tvg.config import DataArguments, GRPOArguments, ModelArguments, TaskArguments
 from invert4tvg.data.cache import FrameCache
-from invert4tvg.data.formats import load_records
+from invert4tvg.data.formats import DataError, load_records
 from invert4tvg.data.records import GroundingRecord
 from invert4tvg.grpo.reward_set import RewardSet
 from invert4tvg.policy.base import Policy
@@ -22,6 +22,7 @@ from invert4tvg.rollout.ray_pool import RayEnginePool
 from invert4tvg.rollout.vllm_engine import VLLMEngine
 from invert4tvg.rollout.worker import EngineSpec
 from invert4tvg.tasks import PromptTemplates, TaskSampler
+from invert4tvg.tasks.prompts import TEXT_TIMESTAMPS_ANSWER
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,20 @@ def load_split(data: DataArguments, split: str) -> list[GroundingRecord]:
             data.dataset_format,
             annotations,
         )
+    if not result.records:
+        skipped = result.report.get("skipped_by_reason") or {}
+        why = (
+            f"all {sum(skipped.values())} samples were rejected ({json.dumps(skipped)})"
+            if skipped
+            else "it is empty"
+        )
+        raise DataError(
+            str(annotations),
+            "file",
+            "no_records",
+            f"no usable {split} sample: {why}",
+            f"`invert4tvg data check --format {data.dataset_format} --annotations {annotations}` lists the problems.",
+        )
     logger.info("%s split: %d records from %s", split, len(result.records), annotations)
     return result.records
 
@@ -95,7 +110,7 @@ def load_templates(tasks: TaskArguments, policy: Policy | None = None) -> Prompt
         templates = PromptTemplates.from_config(yaml.safe_load(path.read_text()) or {})
     if policy is None:
         return templates
-    if "{answer_format}" not in templates.tvg and policy.name != "text_timestamps":
+    if "{answer_format}" not in templates.tvg and policy.answer_instruction != TEXT_TIMESTAMPS_ANSWER:
         logger.warning(
             "the tvg prompt template has no {answer_format}, so it does not tell the %s head how to answer (%r); "
             "add the field to %s",

@@ -7,6 +7,9 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
+
+from invert4tvg.errors import EXIT_USER_ERROR, UserError, did_you_mean
 
 # Subcommand modules, in the order `invert4tvg --help` lists them.
 COMMANDS = (
@@ -23,8 +26,20 @@ COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """Every parser of the command (subcommands inherit the class): no abbreviations, so ``--num-video 5`` is an
+    error instead of passing for ``--num-videos``, and a usage error is one line on stderr with exit status 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="invert4tvg",
         description="RL post-training for temporal video grounding (GRPO + Invert4TVG inversion tasks).",
     )
@@ -45,13 +60,30 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "extra_args"):
         args.extra_args = extra
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        command = _chosen(parser, args)
+        options = [o for action in command._actions for o in action.option_strings]
+        unknown = next((a for a in extra if a.startswith("-")), extra[0]).split("=", 1)[0]
+        command.error(f"unrecognized argument {unknown}{did_you_mean(unknown, options)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:  # a mistake in the input: one line, argparse's status (docs/training.md)
+        print(f"invert4tvg {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)subcommand parser that ``args`` were parsed by."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(args, action.dest, None)
+            if name in action.choices:
+                return _chosen(action.choices[name], args)
+    return parser
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from invert4tvg.config_checks import (
     check_training_arguments,
 )
 from invert4tvg.data.frames import VideoSampling
+from rewards.base import INVERSION_TASKS
 from rewards.nlp.lexicon import ASPECTUAL_VERBS
 
 
@@ -151,7 +152,7 @@ class DataArguments:
 class TaskArguments:
     tvg_probability: float = field(default=0.8, metadata={"help": "p: chance an iteration trains grounding."})
     invert_tasks: list[str] = field(
-        default_factory=lambda: ["vc", "ar", "vd"],
+        default_factory=lambda: list(INVERSION_TASKS),
         metadata={"help": "Inversion tasks drawn when an iteration does not train grounding: vc, ar, vd."},
     )
     invert_task_weights: list[float] | None = field(
@@ -206,10 +207,18 @@ class TrainingArguments:
         metadata={"help": "Fraction of the optimizer updates spent warming the learning rate up."},
     )
     per_device_train_batch_size: int = field(
-        default=4,
+        default=8,
         metadata={
-            "help": "Prompts (videos) per device per step; GRPO generates num_generations completions for each. TRL "
-            "counts completions here: TRL's value is this times num_generations (docs/training.md)."
+            "help": "TRL's meaning: sequences per device in one forward/backward micro-batch (GRPO: completions, "
+            "SFT: examples). A step trains on per_device_train_batch_size x gradient_accumulation_steps of them per "
+            "device; GRPO draws that / num_generations prompts for it."
+        },
+    )
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={
+            "help": "TRL's meaning: micro-batches whose gradients are summed before one optimizer update. GRPO "
+            "generates for all of them at once (TRL's steps_per_generation = gradient_accumulation_steps)."
         },
     )
     num_train_epochs: float = field(
@@ -258,9 +267,6 @@ class TrainingArguments:
             "output_dir is refused unless --resume_from_checkpoint is given."
         },
     )
-    logprob_batch_size: int = field(
-        default=16, metadata={"help": "Sequences per forward/backward micro-batch."}
-    )
     fsdp: str = field(
         default="",
         metadata={
@@ -269,6 +275,11 @@ class TrainingArguments:
             "every process holds the whole model (DDP)."
         },
     )
+
+    @property
+    def records_per_step(self) -> int:
+        """Records (SFT examples, GRPO prompts) each device draws per step."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
     def __post_init__(self) -> None:
         if isinstance(self.report_to, str):
@@ -332,7 +343,7 @@ class GRPOArguments(TrainingArguments):
             "help": "Old-policy, reference and current passes put each prompt (and its video) once per group, "
             "followed by its G completions, under an attention mask; same loss as the repeated layout, the prompt "
             "computed once instead of G times. Needs attn_implementation sdpa or eager; micro-batches then hold "
-            "whole groups (logprob_batch_size // num_generations, at least one)."
+            "whole groups (per_device_train_batch_size // num_generations, at least one)."
         },
     )
     head_aux_loss_weight: float = field(
@@ -420,6 +431,11 @@ class GRPOArguments(TrainingArguments):
         default=None, metadata={"help": "Lower bound of the ratio; None: none."}
     )
 
+    @property
+    def records_per_step(self) -> int:
+        """Prompts each device draws per step: its completions (TRL's unit) divided into groups of G."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps // self.num_generations
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_grpo_arguments(self)
@@ -457,7 +473,7 @@ class SFTArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        unknown = sorted(set(self.invert_sft_tasks) - {"vc", "ar", "vd"})
+        unknown = sorted(set(self.invert_sft_tasks) - set(INVERSION_TASKS))
         if unknown or (self.invert_sft_fraction > 0 and not self.invert_sft_tasks):
             raise ValueError(
                 f"invert_sft_tasks must be a non-empty subset of vc, ar, vd; got {self.invert_sft_tasks}"
@@ -467,22 +483,14 @@ class SFTArguments(TrainingArguments):
 def parse_config(
     types: tuple[type, ...], argv: list[str] | None = None, ignore_unknown: bool = False
 ) -> tuple[Any, ...]:
-    """``--config file.yaml`` plus ``--field value`` overrides (the command line wins), TRL style.
+    """``--config file.yaml`` plus ``--field value`` overrides (the command line wins), TRL style; every field's
+    type and range checked, unknown keys and flags refused with the closest field (``config_parser.py``).
 
-    Unknown keys are errors, except with ``ignore_unknown`` (reading a training config for its data and model
+    ``ignore_unknown`` passes over YAML keys of other dataclasses (reading a training config for its data and model
     settings only, as ``invert4tvg eval`` does)."""
-    from trl import TrlParser
+    from invert4tvg.config_parser import parse
 
-    parser = TrlParser(types)
-    if argv is not None and ("-h" in argv or "--help" in argv):
-        # TrlParser takes --config out of the arguments itself, so it is not among the dataclass fields --help lists.
-        parser.add_argument(
-            "--config",
-            help="YAML file of these fields (recipes/configs/); a --field value on the command line wins over it",
-        )
-    if ignore_unknown:
-        return parser.parse_args_and_config(args=argv, fail_with_unknown_args=False)
-    return parser.parse_args_and_config(args=argv)
+    return parse(types, argv, ignore_unknown)
 
 
 def to_dict(*configs: Any) -> dict[str, Any]:

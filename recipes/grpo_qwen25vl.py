@@ -34,14 +34,16 @@ from invert4tvg.config import (
     to_dict,
 )
 from invert4tvg.config_checks import check_inputs
+from invert4tvg.eval.metrics import summary_line
 from invert4tvg.eval.runner import evaluate
 from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
 from invert4tvg.training import trackers
+from invert4tvg.training.announce import end_lines, grpo_start_lines, say
 from invert4tvg.training.fsdp import gathered
 from invert4tvg.training.launch import check_launch
-from invert4tvg.training.output_dir import prepare_output_dir
+from invert4tvg.training.output_dir import prepare_output_dir, replace_previous_run
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
 from rewards import nlp
@@ -63,16 +65,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     set_seed(args.seed)
     config = to_dict(model_args, data_args, task_args, args)
-    # output_dir / --resume_from_checkpoint / --overwrite_output_dir are settled before anything is loaded or written
+    # output_dir / --resume_from_checkpoint / --overwrite_output_dir are checked before anything is loaded; nothing is
+    # written (or removed) there until the data, the model and the rewards have loaded (docs/training.md)
     resume_from = prepare_output_dir(args, config, accelerator.is_main_process)
     if resume_from is not None:
         args.resume_from_checkpoint = str(resume_from)
     accelerator.wait_for_everyone()
 
-    policy = load_policy(model_args)
     train_records = load_split(data_args, "train")
     val_records = load_split(data_args, "val")[: args.eval_max_samples] if data_args.val_annotations else None
     test_records = load_split(data_args, "test") if data_args.test_annotations else None
+    policy = load_policy(model_args)
     templates = load_templates(task_args, policy)
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     sampler = build_sampler(task_args, seed=args.seed)
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     if resume_from is not None:
         metadata["resumed_from"] = str(resume_from)
     if accelerator.is_main_process:
+        replace_previous_run(args)  # --overwrite_output_dir: only now that everything has loaded
         write_metadata(args.output_dir, **metadata)
     trackers.start_trackers(accelerator, args, config)
 
@@ -138,10 +142,14 @@ def main(argv: list[str] | None = None) -> dict:
             max_bad_video_fraction=data_args.max_bad_video_fraction,
             evaluate=validate if val_records else None,
         )
+        n = accelerator.num_processes
+        say(accelerator, grpo_start_lines(args, model_args, policy.name, score.names, n, trainer.total_steps))
         trainer.train()
 
         results = {}
-        trainer.save_final()  # every process: sharded (FSDP2) weights are gathered, the main process writes
+        final = (
+            trainer.save_final()
+        )  # every process: sharded (FSDP2) weights are gathered, the main process writes
         if test_records:
             # Sharded weights are gathered once on every process; the main process evaluates with them.
             with gathered(trainer.model):
@@ -154,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
                         metadata={**metadata, "split": "test"},
                         **{**eval_options, "progress": True},
                     )
+        eval_dir = f"{args.output_dir}/eval" if test_records else None
+        say(accelerator, end_lines(final, "GRPO", eval_dir, summary_line(results) if results else ""))
     accelerator.end_training()
     return results
 

@@ -29,8 +29,9 @@ from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.tasks import build_task_instance
 from invert4tvg.training import trackers
+from invert4tvg.training.announce import end_lines, say, sft_start_lines
 from invert4tvg.training.launch import check_launch
-from invert4tvg.training.output_dir import prepare_output_dir
+from invert4tvg.training.output_dir import prepare_output_dir, replace_previous_run
 from invert4tvg.training.run_log import write_metadata
 from invert4tvg.training.stops import run_main
 from rewards import nlp
@@ -52,18 +53,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     set_seed(args.seed)
     config = to_dict(model_args, data_args, task_args, args)
-    # output_dir / --resume_from_checkpoint / --overwrite_output_dir are settled before anything is loaded or written
+    # output_dir / --resume_from_checkpoint / --overwrite_output_dir are checked before anything is loaded; nothing is
+    # written (or removed) there until the data, the model and the rewards have loaded (docs/training.md)
     resume_from = prepare_output_dir(args, config, accelerator.is_main_process)
     if resume_from is not None:
         args.resume_from_checkpoint = str(resume_from)
     accelerator.wait_for_everyone()
 
-    policy = load_policy(model_args)
-    policy.think_template = args.think_template
     records = load_split(data_args, "train")
     grounding = []
     if args.grounding_annotations:
         grounding = load_split(replace(data_args, train_annotations=args.grounding_annotations), "train")
+    policy = load_policy(model_args, extra_options={"think_template": args.think_template})
     templates, sampling = load_templates(task_args, policy), data_args.sampling()
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     rng = np.random.default_rng(args.seed)
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         return build_task_instance(record, task, sampling, templates, task_args.verb_mask, rng)
 
     if accelerator.is_main_process:
+        replace_previous_run(args)  # --overwrite_output_dir: only now that everything has loaded
         write_metadata(
             args.output_dir,
             run_name=trackers.run_name(args),
@@ -93,8 +95,13 @@ def main(argv: list[str] | None = None) -> None:
         max_bad_video_fraction=data_args.max_bad_video_fraction,
         grounding_records=grounding,
     )
+    n = accelerator.num_processes
+    say(accelerator, sft_start_lines(args, model_args, policy.name, n, trainer.total_steps))
     trainer.train()
-    trainer.save_final()  # every process: sharded (FSDP2) weights are gathered, the main process writes
+    final = (
+        trainer.save_final()
+    )  # every process: sharded (FSDP2) weights are gathered, the main process writes
+    say(accelerator, end_lines(final, "SFT"))
     accelerator.end_training()
 
 

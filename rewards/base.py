@@ -25,6 +25,9 @@ from rewards.errors import (
     RewardSampleError,
 )
 
+# The inversion tasks (Invert4TVG sec. 2.2), the values of the ``task`` column besides ``tvg`` (grounding).
+INVERSION_TASKS: tuple[str, ...] = ("vc", "ar", "vd")
+
 ON_ERROR = ("raise", "zero")
 
 
@@ -159,8 +162,10 @@ def _check_output(name: str, out: Any, n: int) -> list[float | None]:
             number = float(value)
         except (TypeError, ValueError):
             raise RewardOutputError(name, f"sample {i}: returned {value!r}, not a number") from None
-        if math.isnan(number):
-            raise RewardOutputError(name, f"sample {i}: returned NaN")
+        if not math.isfinite(number):
+            raise RewardOutputError(
+                name, f"sample {i}: returned {number}; a reward must be a finite number (or None: not scored)"
+            )
         result.append(number)
     return result
 

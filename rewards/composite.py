@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewards import registry
-from rewards.base import GuardedReward, check_policy
+from rewards.base import INVERSION_TASKS, GuardedReward, check_policy
 from rewards.errors import ColumnLengthError, MissingColumnError, RewardError, RewardSampleError
 
 # The component each task is scored by, under the key the breakdown (and the weights) use for it.
@@ -25,7 +25,6 @@ INVERSIONS = ("binary", "cosine")
 # Format of the inversion tasks' samples: the paper's think + answer template (eq. 11), or the answer-only format
 # the public Invert4TVG code scores them with.
 INVERSION_FORMATS = ("think_answer", "answer_only")
-INVERSION_TASKS = ("vc", "ar", "vd")
 
 RewardFn = Callable[..., list[float | None]]
 
@@ -67,7 +66,7 @@ class Invert4TVGReward:
         self.inversion = inversion
         self.inversion_format = inversion_format
         mapping: dict[str, str | RewardFn] = {"tvg": "iou"}
-        mapping.update({t: ("cosine" if inversion == "cosine" else t) for t in ("vc", "ar", "vd")})
+        mapping.update({t: ("cosine" if inversion == "cosine" else t) for t in INVERSION_TASKS})
         mapping.update(task_rewards or {})
         self.slots = {task: TASK_SLOTS.get(task, task) for task in mapping}
         self.weights = dict(DEFAULT_WEIGHTS) | {

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import spacy
 
-from rewards.base import Columns
+from rewards.base import INVERSION_TASKS, Columns
 from rewards.errors import ColumnValueError, MissingColumnError
 from rewards.registry import register
 from rewards.verbs import Prepared, VerbReward, masked_references
@@ -155,7 +155,7 @@ class CosineReward(VerbReward):
     """Cosine similarity of predicted and ground-truth verbs, in [0, 1] (the paper's Table 3 ablation)."""
 
     name = "cosine"
-    tasks = frozenset({"vc", "ar", "vd"})
+    tasks = frozenset(INVERSION_TASKS)
 
     def __init__(self, *, embedder: str | Embedder | None = None, on_error: str = "raise") -> None:
         super().__init__(on_error=on_error)

@@ -36,6 +36,7 @@ T = TypeVar("T")
 _registry: dict[str, Any] = {}
 _instances: dict[str, Any] = {}
 _entry_points_loaded = False
+_from_entry_points: dict[str, str] = {}  # name -> "module:attr (distribution)", for origin()
 _lock = threading.RLock()
 
 
@@ -85,6 +86,10 @@ def _load_entry_points() -> None:
                 logger.warning("reward plugin %s (%s) failed to load: %s", ep.name, ep.value, err)
                 continue
             register(ep.name, target)
+            dist = getattr(ep, "dist", None)
+            _from_entry_points[ep.name] = f"{ep.value}" + (
+                f", package {dist.name}" if dist is not None else ""
+            )
 
 
 def reload_entry_points() -> None:
@@ -114,21 +119,52 @@ def _import_module(module: str, name: str):
         spec = importlib.util.spec_from_file_location(f"invert4tvg_reward_{path.stem}", path)
         loaded = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = loaded
-        spec.loader.exec_module(loaded)
+        try:
+            spec.loader.exec_module(loaded)
+        except Exception as err:
+            del sys.modules[spec.name]
+            raise KeyError(_import_failed(name, str(path), err)) from err
         return loaded
     try:
-        return importlib.import_module(module)
+        return _import(module, name)
     except ModuleNotFoundError as err:
         if err.name != module.split(".")[0] or os.getcwd() in sys.path:
-            raise
+            raise KeyError(_import_failed(name, module, err)) from err
     sys.path.append(os.getcwd())  # a module next to the config, as TRL's CLI finds one
     try:
-        return importlib.import_module(module)
+        return _import(module, name)
     except ModuleNotFoundError as err:
         raise KeyError(
             f"reward {name!r}: cannot import module {module!r} ({err}); give module.path:function with the "
             f"module importable (installed, or under {Path.cwd()}), or path/to/file.py:function"
         ) from None
+
+
+def _import(module: str, name: str):
+    """``importlib.import_module``; an error raised by the module's own code names the reward and where it failed
+    (``ModuleNotFoundError`` of the module itself passes through, to be looked for next to the config)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name == module.split(".")[0]:
+            raise
+        raise KeyError(_import_failed(name, module, err)) from err
+    except Exception as err:
+        raise KeyError(_import_failed(name, module, err)) from err
+
+
+def _import_failed(name: str, source: str, err: BaseException) -> str:
+    """One line: the reward, what was imported, and the file and line of the user's code that raised."""
+    import traceback
+
+    where = ""
+    if isinstance(err, SyntaxError) and err.filename:
+        where = f" at {err.filename}, line {err.lineno}"
+    else:
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if "importlib" not in f.filename]
+        if frames:
+            where = f" at {frames[-1].filename}, line {frames[-1].lineno}"
+    return f"reward {name!r}: importing {source} failed{where}: {type(err).__name__}: {err}"
 
 
 def _load_path(name: str) -> Any:
@@ -191,6 +227,19 @@ def available() -> list[str]:
     """Names of all registered rewards, built-in and plugin, sorted."""
     _load_entry_points()
     return sorted(_registry)
+
+
+def origin(name: str) -> str:
+    """Where reward ``name`` comes from, for the line a run starts with: ``built-in``, ``entry point
+    module:attr, package P``, ``file path/to/file.py`` or ``module module.path``."""
+    target = _lookup(name)
+    if name in _from_entry_points:
+        return f"entry point {_from_entry_points[name]}"
+    if is_path(name):
+        module = name.rpartition(":")[0] or name.rpartition(".")[0]
+        return f"file {module}" if module.endswith(".py") or "/" in module else f"module {module}"
+    module = getattr(target, "__module__", "") or ""
+    return "built-in" if module.split(".")[0] == "rewards" else f"registered by {module}"
 
 
 def is_builtin(name: str) -> bool:

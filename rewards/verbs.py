@@ -46,12 +46,6 @@ def answer_verbs(answers: Sequence[str]) -> list[list[str]]:
     return out
 
 
-def masked_verbs_of(query: str, masked_query: str) -> list[str]:
-    """The verbs a masked query hides: the query's verbs minus those still in the masked query (as multisets)."""
-    full, kept = nlp.action_verb_lemmas([query, masked_query])
-    return list((Counter(full) - Counter(kept)).elements())
-
-
 def masked_references(reward: str, indices: list[int], cols: Columns) -> dict[int, Any]:
     """The masked verbs per sample: the ``masked_verbs`` column, else derived from query and masked query."""
     out: dict[int, Any] = {}

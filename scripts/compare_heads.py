@@ -108,7 +108,7 @@ def table(summary: dict, sft_steps: int, grpo_steps: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path("runs/heads"))
     parser.add_argument("--heads", nargs="+", default=HEADS, choices=HEADS)

@@ -23,8 +23,8 @@ from data_fixtures import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from invert4tvg.data.cache import FrameCache
 from invert4tvg.data.video import (
-    FrameCache,
     VideoDecodeError,
     VideoSampling,
     VideoSpec,

@@ -137,7 +137,7 @@ def train_briefly(policy, records, sampling, steps: int = 10) -> None:
 
 @pytest.mark.parametrize("head", HIDDEN_HEADS)
 def test_save_then_load_gives_identical_spans(head, tiny_model_dir, records, tiny_sampling, tmp_path):
-    from invert4tvg.training.checkpoint import load_weights
+    from invert4tvg.policy.model_dir import load_weights
 
     torch.manual_seed(0)
     policy = policy_for(tiny_model_dir, head, for_training=True, head_width=32)

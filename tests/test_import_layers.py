@@ -15,13 +15,29 @@ PACKAGES = ("invert4tvg", "rewards")
 
 # Bottom first: (layer, module prefixes, what it holds / why it sits there).
 LAYERS: list[tuple[str, tuple[str, ...], str]] = [
-    ("root", ("invert4tvg", "invert4tvg._compat"), "the package and the torchvision fix every import needs first"),
+    (
+        "root",
+        ("invert4tvg", "invert4tvg._compat", "invert4tvg.errors"),
+        "the package, the torchvision fix every import needs first, and the user-error class every layer raises",
+    ),
     ("rewards", ("rewards",), "verifiable rewards and the NLP backend: TRL's reward signature, no model"),
     ("data", ("invert4tvg.data",), "records, dataset formats, video decoding, the synthetic benchmark"),
-    ("config", ("invert4tvg.config_checks", "invert4tvg.config"), "the flat TRL-style arguments and their checks"),
+    (
+        "config",
+        ("invert4tvg.config_checks", "invert4tvg.config", "invert4tvg.config_parser"),
+        "the flat TRL-style arguments, their parser and their checks",
+    ),
     ("tasks", ("invert4tvg.tasks",), "prompts of the four tasks, verb masking, the task sampler"),
-    ("modeling", ("invert4tvg.modeling",), "model passes: processing, log-probs, readouts, layouts, positions"),
-    ("rollout", ("invert4tvg.rollout",), "the RolloutEngine contract and its engines (a model in, completions out)"),
+    (
+        "modeling",
+        ("invert4tvg.modeling",),
+        "model passes: processing, log-probs, readouts, layouts, positions",
+    ),
+    (
+        "rollout",
+        ("invert4tvg.rollout",),
+        "the RolloutEngine contract and its engines (a model in, completions out)",
+    ),
     ("policy", ("invert4tvg.policy",), "the Policy seam: a model, its processor and a grounding head"),
     (
         "rollout hosts",
@@ -148,7 +164,9 @@ def test_no_import_goes_up_a_layer():
 
 def test_no_import_cycle():
     cycles = _cycles(_graph())
-    assert not cycles, "import cycles (function-level imports count):\n" + "\n".join(map(" <-> ".join, cycles))
+    assert not cycles, "import cycles (function-level imports count):\n" + "\n".join(
+        map(" <-> ".join, cycles)
+    )
 
 
 def test_the_checker_sees_imports_inside_functions_and_relative_ones():

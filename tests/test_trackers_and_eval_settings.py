@@ -29,12 +29,22 @@ def test_wandb_project_entity_and_run_name(monkeypatch):
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
     monkeypatch.delenv("WANDB_ENTITY", raising=False)
     args = GRPOArguments(report_to=[], output_dir="runs/a", run_name="seed0")
-    assert trackers.wandb_settings(args) == {"project": "invert4tvg", "name": "seed0"}
+    assert trackers.wandb_settings(args) == {"project": "invert4tvg", "name": "seed0", "dir": "runs/a"}
     monkeypatch.setenv("WANDB_PROJECT", "tvg")
     monkeypatch.setenv("WANDB_ENTITY", "lab")
-    assert trackers.wandb_settings(args) == {"project": "tvg", "name": "seed0", "entity": "lab"}
+    assert trackers.wandb_settings(args) == {
+        "project": "tvg",
+        "name": "seed0",
+        "dir": "runs/a",
+        "entity": "lab",
+    }
     args.wandb_project, args.wandb_entity = "mine", "me"  # the config wins over the environment
-    assert trackers.wandb_settings(args) == {"project": "mine", "name": "seed0", "entity": "me"}
+    assert trackers.wandb_settings(args) == {
+        "project": "mine",
+        "name": "seed0",
+        "dir": "runs/a",
+        "entity": "me",
+    }
 
 
 def test_eval_settings_come_from_the_run_and_differences_are_named(tmp_path):

@@ -49,6 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="seconds a span may overshoot the video and be clipped instead of rejected (default: 1.0)",
     )
     check.add_argument(
+        "--config",
+        help="a training YAML: its video sampling (video_fps, video_min_frames, ..., the rules training decodes "
+        "with) is applied to every video and clip (default: the defaults of those fields)",
+    )
+    check.add_argument(
         "--overshoot",
         choices=("drop", "clip", "keep"),
         default="drop",
@@ -59,10 +64,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from invert4tvg.config_checks import ConfigError
     from invert4tvg.data.formats import DataError, load_records
     from invert4tvg.data.validation import DEFAULT_TOLERANCE
 
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    try:
+        sampling = _sampling(args.config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         result = load_records(
             args.format,
@@ -88,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     report = result.report
-    unreadable = [] if args.no_decode else check_videos(result.records, report, args.workers)
+    unreadable = (
+        [] if args.no_decode else check_videos(result.records, report, args.workers, sampling, tolerance)
+    )
     print(json.dumps(report, indent=2))
     over = report["overshoot"]
     if over["spans_past_end"] or over["dropped"]:
@@ -104,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{report['skipped']} sample(s) rejected ({reasons}); {report['records']} usable", file=sys.stderr
         )
+    if not report["records"]:
+        print(f"{args.annotations}: no usable sample: training would refuse this file", file=sys.stderr)
     for bad in unreadable:
         print(
             f"unreadable video {bad['video']} ({bad['samples']} sample(s)): {bad['reason']}", file=sys.stderr
@@ -114,17 +129,41 @@ def run(args: argparse.Namespace) -> int:
             "(ffmpeg -i IN -c:v libx264 OUT.mp4) or remove their samples",
             file=sys.stderr,
         )
-    return 1 if report["skipped"] or unreadable else 0
+    for bad in report.get("duration_mismatches", []):
+        print(
+            f"duration of {bad['video']}: annotated {bad['annotated']:g} s, the video has {bad['decoded']:g} s "
+            f"({bad['samples']} sample(s)); fix the duration (its spans are scored against it)",
+            file=sys.stderr,
+        )
+    for bad in report.get("unusable_clips", []):
+        print(f"clip of sample {bad['id']} ({bad['video']}): {bad['reason']}", file=sys.stderr)
+    problems = unreadable or report.get("duration_mismatches") or report.get("unusable_clips")
+    return 1 if report["skipped"] or problems or not report["records"] else 0
 
 
-def check_videos(records, report: dict, workers: int) -> list[dict]:
-    """Decode every distinct video the records use; add ``videos_decoded`` and ``unreadable_videos`` to
-    ``report`` and return the unreadable ones (file, reason, samples that use it)."""
+def _sampling(config: str | None):
+    """The video sampling training would use: the config's video_* fields, else their defaults."""
+    from invert4tvg.config import DataArguments, parse_config
+
+    (data,) = parse_config((DataArguments,), ["--config", config] if config else [], ignore_unknown=True)
+    return data.sampling()
+
+
+def check_videos(records, report: dict, workers: int, sampling=None, tolerance: float = 1.0) -> list[dict]:
+    """Decode every distinct video the records use, with training's rules: add ``videos_decoded``,
+    ``unreadable_videos`` (a video training cannot read or sample: file, reason, samples that use it),
+    ``duration_mismatches`` (annotated duration off the video's by more than ``tolerance`` seconds) and
+    ``unusable_clips`` (a sample's ground-truth clip, the VC/AR/VD input, too short to sample) to ``report``;
+    return the unreadable ones."""
     from collections import Counter
     from concurrent.futures import ThreadPoolExecutor
 
+    from invert4tvg.data.frames import VideoSampling
+    from invert4tvg.data.sampling import plan_sampling
     from invert4tvg.data.video import VideoDecodeError
     from invert4tvg.data.video_check import verify_video
+
+    sampling = sampling or VideoSampling()
 
     uses = Counter(r.video for r in records if r.video)
     if not uses:
@@ -134,15 +173,48 @@ def check_videos(records, report: dict, workers: int) -> list[dict]:
             print("videos not checked: no --video-dir and no video paths in the annotations", file=sys.stderr)
         return []
 
-    def check(path: str) -> dict | None:
+    def check(path: str):
         try:
-            verify_video(path)
+            info = verify_video(path)
+            plan_sampling(
+                info.frames, info.fps, info.height, info.width, sampling, None
+            )  # as training plans it
         except VideoDecodeError as err:
             return {"video": path, "reason": err.reason, "samples": uses[path]}
-        return None
+        except ValueError as err:
+            return {"video": path, "reason": f"training cannot sample it: {err}", "samples": uses[path]}
+        return info
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PyAV decodes without the GIL
-        unreadable = [bad for bad in pool.map(check, sorted(uses)) if bad is not None]
+        results = dict(zip(sorted(uses), pool.map(check, sorted(uses))))
+    unreadable = [r for r in results.values() if isinstance(r, dict)]
+    mismatches: dict[str, dict] = {}
+    clips = []
+    for record in records:
+        info = results.get(record.video)
+        if info is None or isinstance(info, dict):
+            continue
+        if abs(record.duration - info.duration) > tolerance:
+            bad = mismatches.setdefault(
+                record.video,
+                {
+                    "video": record.video,
+                    "annotated": record.duration,
+                    "decoded": round(info.duration, 3),
+                    "samples": 0,
+                },
+            )
+            bad["samples"] += 1
+            continue  # its spans are measured against a wrong duration: fix that first
+        try:
+            plan_sampling(
+                info.frames, info.fps, info.height, info.width, sampling, (record.start, record.end)
+            )
+        except ValueError as err:
+            clips.append({"id": record.id, "video": record.video, "reason": str(err)})
     report["videos_decoded"] = len(uses)
     report["unreadable_videos"] = unreadable
+    report["duration_mismatches"] = list(mismatches.values())
+    report["unusable_clips"] = clips[:200]
+    report["unusable_clips_not_listed"] = max(0, len(clips) - 200)
     return unreadable

@@ -16,6 +16,7 @@ Every sample goes through :class:`~invert4tvg.data.validation.Validator`; see th
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -69,10 +70,31 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> _DupKeys:
     return obj
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; other bytes are a :class:`DataError` naming the line (not a UnicodeDecodeError)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(
+            str(path),
+            f"line {line}",
+            "malformed",
+            f"not UTF-8 text: byte 0x{data[err.start]:02x} at column {column}; re-save the file as UTF-8",
+        ) from None
+
+
+def _lines(path: Path) -> list[str]:
+    """The file's lines, numbered as editors number them (only \\n ends a line)."""
+    lines = _read_text(path).split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def _read_json(path: Path) -> Any:
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh, object_pairs_hook=_object_pairs)
+        return json.loads(_read_text(path), object_pairs_hook=_object_pairs)
     except json.JSONDecodeError as err:
         raise DataError(str(path), f"line {err.lineno}", "malformed", f"not valid JSON: {err.msg}") from err
 
@@ -85,21 +107,20 @@ def _pair(value: Any) -> tuple[Any, Any] | None:
 
 # -- the formats --------------------------------------------------------------------------------------------
 def _charades_sta(path: Path, v: Validator) -> None:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            where = {"line": lineno}
-            if not line.strip():
-                v.blank_lines += 1
-                continue
-            head, sep, sentence = line.rstrip("\r\n").partition("##")
-            fields = head.split()
-            if not sep or len(fields) != 3:
-                v.reject(where, "malformed", f"expected 'VID START END##sentence', got {line.strip()[:80]!r}")
-                continue
-            vid, start, end = fields
-            identity = ("content", vid, start, end, sentence.strip().lower())
-            if v.claim(where, identity, "the same video, span and sentence"):
-                v.add(Raw(where, f"{vid}_{lineno}", vid, start, end, sentence))
+    for lineno, line in enumerate(_lines(path), start=1):
+        where = {"line": lineno}
+        if not line.strip():
+            v.blank_lines += 1
+            continue
+        head, sep, sentence = line.rstrip("\r\n").partition("##")
+        fields = head.split()
+        if not sep or len(fields) != 3:
+            v.reject(where, "malformed", f"expected 'VID START END##sentence', got {line.strip()[:80]!r}")
+            continue
+        vid, start, end = fields
+        identity = ("content", vid, start, end, sentence.strip().lower())
+        if v.claim(where, identity, "the same video, span and sentence"):
+            v.add(Raw(where, f"{vid}_{lineno}", vid, start, end, sentence))
 
 
 def _tvg_json(path: Path, v: Validator) -> None:
@@ -150,44 +171,37 @@ def _entry_size(entry: Any) -> int:
 
 
 def _qvhighlights(path: Path, v: Validator) -> None:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            where = {"line": lineno}
-            if not line.strip():
-                v.blank_lines += 1
+    for lineno, line in enumerate(_lines(path), start=1):
+        where = {"line": lineno}
+        if not line.strip():
+            v.blank_lines += 1
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            v.reject(where, "malformed", f"not valid JSON: {err.msg}")
+            continue
+        if not isinstance(item, dict) or "qid" not in item or "vid" not in item or "query" not in item:
+            v.reject(
+                where, "malformed", "expected an object with qid, query, duration, vid, relevant_windows"
+            )
+            continue
+        windows = item.get("relevant_windows")
+        if not windows:
+            v.reject(where, "missing_span", f"qid {item['qid']} has no relevant_windows")
+            continue
+        if not isinstance(windows, list):
+            v.reject(where, "malformed", f"relevant_windows must be a list of [start, end], got {windows!r}")
+            continue
+        if not v.claim(where, ("qid", str(item["qid"])), f"qid {item['qid']}"):
+            continue
+        for w, window in enumerate(windows):
+            span = _pair(window)
+            if span is None:
+                v.reject(where, "malformed", f"window must be [start, end], got {window!r}")
                 continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                v.reject(where, "malformed", f"not valid JSON: {err.msg}")
-                continue
-            if not isinstance(item, dict) or "qid" not in item or "vid" not in item or "query" not in item:
-                v.reject(
-                    where, "malformed", "expected an object with qid, query, duration, vid, relevant_windows"
-                )
-                continue
-            windows = item.get("relevant_windows")
-            if not windows:
-                v.reject(where, "missing_span", f"qid {item['qid']} has no relevant_windows")
-                continue
-            if not isinstance(windows, list):
-                v.reject(
-                    where, "malformed", f"relevant_windows must be a list of [start, end], got {windows!r}"
-                )
-                continue
-            if not v.claim(where, ("qid", str(item["qid"])), f"qid {item['qid']}"):
-                continue
-            for w, window in enumerate(windows):
-                span = _pair(window)
-                if span is None:
-                    v.reject(where, "malformed", f"window must be [start, end], got {window!r}")
-                    continue
-                raw_id = f"{item['qid']}_{w}"
-                v.add(
-                    Raw(
-                        where, raw_id, str(item["vid"]), span[0], span[1], item["query"], item.get("duration")
-                    )
-                )
+            raw_id = f"{item['qid']}_{w}"
+            v.add(Raw(where, raw_id, str(item["vid"]), span[0], span[1], item["query"], item.get("duration")))
 
 
 def _time_r1(path: Path, v: Validator) -> None:
@@ -251,20 +265,17 @@ def load_durations(source: DurationSource) -> dict[str, Any]:
             for vid, value in data.items():
                 out[vid] = value.get("duration") if isinstance(value, dict) else value
         else:
-            with open(path, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, start=1):
-                    parts = line.replace(",", " ").split()
-                    if len(parts) == 2:
-                        out[parts[0]] = parts[1]
-                    elif parts:
-                        raise DataError(
-                            str(path), f"line {lineno}", "malformed", "expected 'VIDEO_ID SECONDS'"
-                        )
+            for lineno, line in enumerate(_lines(path), start=1):
+                parts = line.replace(",", " ").split()
+                if len(parts) == 2:
+                    out[parts[0]] = parts[1]
+                elif parts:
+                    raise DataError(str(path), f"line {lineno}", "malformed", "expected 'VIDEO_ID SECONDS'")
     return out
 
 
 def _durations_csv(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8", newline="") as fh:
+    with io.StringIO(_read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         columns = set(reader.fieldnames or [])
         id_col = next((c for c in ("id", "video_id", "vid", "video") if c in columns), None)

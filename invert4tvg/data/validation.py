@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from invert4tvg.data.records import GroundingRecord
+from invert4tvg.errors import UserError
 
 OnError = Literal["raise", "skip"]
 Overshoot = Literal["drop", "clip", "keep"]
@@ -46,17 +47,22 @@ REASONS: dict[str, str] = {
     "empty_query": "the query sentence is empty",
     "duplicate_id": "the id (or the same video, span and sentence) occurred before",
     "missing_video": "no file for the video in --video-dir",
+    "video_outside_dir": "the annotation's video path leaves --video-dir (../ or an absolute path elsewhere)",
 }
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A sample that fails a check; the message names the file, the line or key, and the reason."""
 
-    def __init__(self, file: str, where: str, reason: str, detail: str) -> None:
+    HINT = (
+        "Fix or remove the entry, or set on_bad_record: skip (on_error='skip' in Python) to drop and count such "
+        "samples; `invert4tvg data check` lists every problem in the file."
+    )
+
+    def __init__(self, file: str, where: str, reason: str, detail: str, hint: str | None = None) -> None:
         self.file, self.where, self.reason, self.detail = str(file), where, reason, detail
         super().__init__(
-            f"{self.file}, {where}: {reason} ({detail}). Fix or remove the entry, or load with on_error='skip' "
-            "to drop and count such samples; `invert4tvg data check` lists every problem in the file."
+            f"{self.file}, {where}: {reason} ({detail}). {self.HINT if hint is None else hint}".strip()
         )
 
 
@@ -85,8 +91,16 @@ def where_text(where: dict[str, Any]) -> str:
     return "file"
 
 
+class OutsideVideoDir(ValueError):
+    """An annotation's video path that resolves outside the video directory."""
+
+
 class VideoIndex:
-    """Video files under a directory (searched recursively), found by stem; ActivityNet's ``v_`` prefix optional."""
+    """Video files under a directory (searched recursively), found by stem; ActivityNet's ``v_`` prefix optional.
+
+    A path an annotation names (Time-R1's ``video``) is resolved against the directory and must stay inside it:
+    ``../../elsewhere/x.mp4``, or an absolute path elsewhere, raises :class:`OutsideVideoDir` instead of being read.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -105,9 +119,12 @@ class VideoIndex:
 
     def find(self, video_id: str, ref: str | None = None) -> str | None:
         if ref:
-            for candidate in (Path(ref), self.root / ref):
-                if candidate.is_file():
-                    return str(candidate)
+            root = os.path.abspath(self.root)
+            target = os.path.abspath(os.path.join(root, ref))  # an absolute ref stays itself; ".." is folded
+            if os.path.commonpath([root, target]) != root:
+                raise OutsideVideoDir(f"video path {ref!r} leaves the video directory {self.root} ({target})")
+            if os.path.isfile(target):
+                return target if Path(ref).is_absolute() else str(self.root / os.path.relpath(target, root))
             video_id = Path(ref).stem
         for stem in (video_id, video_id.removeprefix("v_"), f"v_{video_id}"):
             if stem in self.by_stem:
@@ -227,7 +244,11 @@ class Validator:
             return
         video = ""
         if self.videos is not None:
-            video = self.videos.find(raw.video_id, raw.video_ref)
+            try:
+                video = self.videos.find(raw.video_id, raw.video_ref)
+            except OutsideVideoDir as err:
+                self.reject(raw.where, "video_outside_dir", str(err))
+                return
             if video is None:
                 self.reject(
                     raw.where,

@@ -33,7 +33,6 @@ from invert4tvg.data.sampling import (
 
 __all__ = [
     "DecodedVideo",
-    "FrameCache",
     "SamplingPlan",
     "VideoDecodeError",
     "VideoSampling",

@@ -7,16 +7,34 @@ decoded (no colour conversion, FFmpeg's own threads), so a check costs about one
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import av
 
 from invert4tvg.data.video import VideoDecodeError, _open, _probe, _video_stream
 
 
-def verify_video(path: str) -> int:
-    """Decode every frame of ``path``; return the frame count or raise :class:`VideoDecodeError` saying why not."""
+class VideoInfo(NamedTuple):
+    """What training's sampling reads from a stream (``data/video.py``'s probe), and the frames really decoded."""
+
+    frames: int  # as training counts them (the header's count, else the packets)
+    fps: float
+    height: int
+    width: int
+    decoded: int
+
+    @property
+    def duration(self) -> float:
+        """Seconds, as training's sampling sees the stream (frames / fps)."""
+        return self.frames / self.fps
+
+
+def verify_video(path: str) -> VideoInfo:
+    """Decode every frame of ``path``; return what training will see or raise :class:`VideoDecodeError` saying why
+    it cannot read it."""
     with _open(path) as container:
         stream = _video_stream(container, path)
-        _, fps, _, _ = _probe(container, stream, path)
+        total, fps, height, width = _probe(container, stream, path)
         container.seek(0)
         stream.thread_type = "AUTO"
         decoded, last_time, error = 0, None, None
@@ -46,4 +64,4 @@ def verify_video(path: str) -> int:
         raise VideoDecodeError(
             path, f"frames end at {last_time:.1f} s of a {duration:.1f} s stream (truncated)"
         )
-    return decoded
+    return VideoInfo(total, fps, height, width, decoded)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from invert4tvg.eval.metrics import ACTION_TASKS, GROUNDING_KEYS, THRESHOLDS, hits_threshold, recall_key
+from invert4tvg.eval.metrics import GROUNDING_KEYS, INVERSION_TASKS, THRESHOLDS, hits_threshold, recall_key
 from invert4tvg.eval.runs import RunGroup, RunResult
 
-DIFF_KEYS: tuple[str, ...] = (*GROUNDING_KEYS, *(t.upper() for t in ACTION_TASKS))
+DIFF_KEYS: tuple[str, ...] = (*GROUNDING_KEYS, *(t.upper() for t in INVERSION_TASKS))
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewards import SPAN_PARSERS, temporal_iou
+from rewards.base import INVERSION_TASKS
 
 THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
 IOU_TIE_TOLERANCE = 1e-9
-ACTION_TASKS: tuple[str, ...] = ("vc", "ar", "vd")
 # Keys of metrics.json, in display order.
 GROUNDING_KEYS: tuple[str, ...] = (*(f"R1@{m}" for m in THRESHOLDS), "mIoU")
-ACTION_KEYS: tuple[str, ...] = tuple(t.upper() for t in ACTION_TASKS)
+ACTION_KEYS: tuple[str, ...] = tuple(t.upper() for t in INVERSION_TASKS)
 METRIC_KEYS: tuple[str, ...] = GROUNDING_KEYS + ACTION_KEYS
 
 
@@ -140,12 +140,14 @@ def action_metrics(rewards_by_task: Mapping[str, Iterable[float | None]]) -> dic
 
     Returns ``{"VC": .., "AR": .., "VD": .., "counts": {"vc": n, "ar": n, "vd": n}}``.
     """
-    unknown = set(rewards_by_task) - set(ACTION_TASKS)
+    unknown = set(rewards_by_task) - set(INVERSION_TASKS)
     if unknown:
-        raise ValueError(f"unknown action task(s) {sorted(unknown)}; expected some of {list(ACTION_TASKS)}")
+        raise ValueError(
+            f"unknown action task(s) {sorted(unknown)}; expected some of {list(INVERSION_TASKS)}"
+        )
     out: dict[str, Any] = {}
     counts: dict[str, int] = {}
-    for task in ACTION_TASKS:
+    for task in INVERSION_TASKS:
         acc, n = accuracy(rewards_by_task.get(task, ()))
         out[task.upper()] = acc
         counts[task] = n
@@ -164,7 +166,7 @@ def metrics_from_predictions(rows: Sequence[Mapping[str, Any]], strict: bool = F
     ious: list[float | None] = []
     failures: list[bool] = []
     sources: list[str] = []
-    task_rewards: dict[str, list[float | None]] = {t: [] for t in ACTION_TASKS}
+    task_rewards: dict[str, list[float | None]] = {t: [] for t in INVERSION_TASKS}
     for i, row in enumerate(rows):
         failed = row.get("pred") is None
         iou = row.get("iou")
@@ -174,7 +176,7 @@ def metrics_from_predictions(rows: Sequence[Mapping[str, Any]], strict: bool = F
             raise ValueError(f"prediction {i} (id {row.get('id')!r}) has a span but no IoU")
         sources.append(str(row.get("source") or "unknown"))
         tasks = row.get("tasks") or {}
-        for task in ACTION_TASKS:
+        for task in INVERSION_TASKS:
             result = tasks.get(task)
             task_rewards[task].append(None if result is None else result.get("reward"))
     grounding = grounding_metrics(ious, failures, strict=strict)
@@ -192,7 +194,7 @@ def metrics_from_predictions(rows: Sequence[Mapping[str, Any]], strict: bool = F
     return out
 
 
-PARSERS: tuple[str, ...] = ("answer", "time-r1")
+PARSERS: tuple[str, ...] = tuple(SPAN_PARSERS)  # the iou reward's parser and Time-R1's
 
 
 def score_output(
@@ -247,3 +249,22 @@ def aggregate_metrics(
 ) -> dict[str, SeedStats]:
     """:func:`aggregate_seeds` for each metric key across several runs' metrics dicts."""
     return {k: aggregate_seeds(run.get(k) for run in runs) for k in keys}
+
+
+SUMMARY_KEYS: tuple[str, ...] = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "VC", "AR", "VD")
+
+
+def summary_line(metrics: Mapping[str, Any]) -> str:
+    """One line for people: every metric to one decimal, the parser, the query count and, when some answers did
+    not parse, how many (they score IoU 0, so a line of zeros says why)."""
+    counts = metrics.get("counts") or {}
+    samples = counts.get("samples", 0)
+    notes = [f"parser {metrics.get('parser', 'answer')}", f"{samples} queries"]
+    failed = counts.get("parse_failures", 0)
+    if failed:
+        notes.append(f"{failed} of {samples} answers did not parse (IoU 0)")
+    past_end = counts.get("gt_past_video_end")
+    if past_end:
+        notes.append(f"{past_end} ground-truth spans past the video's end")
+    values = " ".join(f"{k}={metrics[k]:.1f}" for k in SUMMARY_KEYS if metrics.get(k) is not None)
+    return f"{values} ({', '.join(notes)})"

@@ -27,6 +27,7 @@ from invert4tvg.data.synthetic.language import WORDINGS
 from invert4tvg.tasks.instances import build_task_instance, reward_columns
 from invert4tvg.tasks.masking import mask_query
 from rewards import registry
+from rewards.base import INVERSION_TASKS
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def oracle_accuracy(bench: str | Path, split: str) -> dict[str, float]:
 
     truths, wording = load_truth(bench, split), _wording(bench)
     out = {}
-    for task in ("vc", "ar", "vd"):
+    for task in INVERSION_TASKS:
         instances = [build_task_instance(t.record, task) for t in truths]
         completions = [
             oracle_answer(task, t, inst.columns["masked_query"], wording)

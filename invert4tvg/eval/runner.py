@@ -17,17 +17,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import rewards
+from invert4tvg.data.cache import FrameCache
 from invert4tvg.data.frames import VideoSampling
 from invert4tvg.data.records import GroundingRecord
-from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
-from invert4tvg.eval.metrics import PARSERS, grounding_metrics, metrics_from_predictions, score_output
+from invert4tvg.eval.metrics import (
+    INVERSION_TASKS,
+    PARSERS,
+    grounding_metrics,
+    metrics_from_predictions,
+    score_output,
+    summary_line,
+)
 from invert4tvg.policy.base import Decoded, Policy
 from invert4tvg.rollout.base import Completion, RolloutEngine, SamplingParams
 from invert4tvg.tasks import NoVerbError, PromptTemplates, TaskInstance, TaskUnavailable, build_task_instance
+from invert4tvg.training.videos import decode_or_skip
 
 logger = logging.getLogger(__name__)
-
-ACTION_TASKS = ("vc", "ar", "vd")
 
 
 def _generate(
@@ -50,11 +56,10 @@ def _generate(
     for start in range(0, len(instances), batch_size):
         chunk, videos = [], []
         for inst in instances[start : start + batch_size]:
-            try:
-                videos.append(decode_video(inst.video, cache))
+            video = decode_or_skip(inst, cache, skipped)
+            if video is not None:
                 chunk.append(inst)
-            except VideoDecodeError as err:
-                skipped[inst.video.path] = str(err)
+                videos.append(video)
         if chunk:
             requests = [
                 policy.rollout_request(i.messages, v, 1, i.record_id, i.task) for i, v in zip(chunk, videos)
@@ -78,7 +83,7 @@ def evaluate(
     out_dir: str | Path | None,
     video_sampling: VideoSampling | None = None,
     templates: PromptTemplates | None = None,
-    action_tasks: Sequence[str] = ACTION_TASKS,
+    action_tasks: Sequence[str] = INVERSION_TASKS,
     temperature: float = 0.0,
     max_tokens: int = 256,
     batch_size: int = 16,
@@ -98,7 +103,7 @@ def evaluate(
     """
     if parser not in PARSERS:
         raise ValueError(f"unknown parser {parser!r}; choose from {', '.join(PARSERS)}")
-    if parser != "answer" and policy.name != "text_timestamps":
+    if parser != "answer" and not policy.answers_in_seconds:
         raise ValueError(
             f"parser {parser!r} reads text timestamps; the {policy.name} head is read by 'answer'"
         )
@@ -197,6 +202,4 @@ def write_eval(out_dir: str | Path, rows: Sequence[dict[str, Any]], metrics: dic
         for row in rows:
             f.write(json.dumps(row) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    logger.info(
-        "evaluation written to %s: %s", out, {k: metrics[k] for k in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")}
-    )
+    logger.info("evaluation written to %s: %s", out, summary_line(metrics))

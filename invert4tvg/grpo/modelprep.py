@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
+from invert4tvg.training import fsdp
+
 logger = logging.getLogger(__name__)
 
 REF_ADAPTER = "ref"
@@ -62,9 +64,7 @@ def build_reference(model: torch.nn.Module, accelerator, sharded: bool = False) 
             model.set_adapter("default")  # the trained adapter stays the active, trainable one
         return None
     if sharded:
-        from invert4tvg.training.fsdp import shard_reference
-
-        return shard_reference(model, accelerator)
+        return fsdp.shard_reference(model, accelerator)
     ref = copy.deepcopy(model).eval()
     ref.requires_grad_(False)
     return accelerator.prepare_model(ref, evaluation_mode=True)  # device + autocast, never a DDP wrapper

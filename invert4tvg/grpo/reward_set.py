@@ -1,17 +1,19 @@
 """The rewards a run optimises: TRL's ``reward_funcs`` + ``reward_weights`` over the ``rewards`` registry.
 
 Returns each completion's total (weighted sum; None when no function scored it, as TRL's nansum does) and the
-per-component scores that the trainer logs as ``rewards/<name>/mean`` (format, iou, vc, ar, vd from the
-``invert4tvg`` composite, plus one entry per other reward function, named as TRL names it: the registered name, or
+per-component scores that the trainer logs as ``rewards/<name>/mean`` (one entry per reward function, the
+``invert4tvg`` composite's total included, plus its components format, iou, vc, ar, vd; named as TRL names it: the registered name, or
 the function's name for one given by path, ``module.path:function``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import rewards
+from rewards.errors import RewardOutputError
 
 
 class RewardSet:
@@ -48,9 +50,10 @@ class RewardSet:
                 components.update(breakdown.components)
             else:
                 scores = list(fn(completions, **columns))
-                components[rewards.registry.display_name(name)] = scores
+            components[rewards.registry.display_name(name)] = scores  # TRL's rewards/<name>/mean
             for i, score in enumerate(scores):
                 if score is not None:
+                    _check_finite(name, i, score, columns)
                     totals[i] = (totals[i] or 0.0) + weight * float(score)
         return totals, components
 
@@ -58,3 +61,23 @@ class RewardSet:
     def errors(self) -> int:
         """Samples scored 0 under ``reward_error_policy: zero``."""
         return sum(getattr(fn, "errors", 0) for fn in self.funcs)
+
+
+def _check_finite(name: str, i: int, score: Any, columns: dict[str, Any]) -> None:
+    """Every reward, built-in or not, is a finite number or None: an inf would make its group's std NaN (counted
+    as zero-std, advantage 0) and reach metrics.jsonl as Infinity; NaN means "not scored" only as None."""
+    try:
+        number = float(score)
+    except (TypeError, ValueError):
+        raise RewardOutputError(name, f"sample {i}: returned {score!r}, not a number") from None
+    if not math.isfinite(number):
+        record = columns.get("record_id")
+        which = (
+            f" (record {record[i]!r}, task {columns['task'][i]!r})"
+            if record is not None and "task" in columns
+            else ""
+        )
+        raise RewardOutputError(
+            name,
+            f"sample {i}{which}: returned {number}; a reward must be a finite number (or None: not scored)",
+        )

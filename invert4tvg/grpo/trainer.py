@@ -14,7 +14,6 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from invert4tvg.config import GRPOArguments
 from invert4tvg.grpo import modelprep
@@ -29,9 +28,8 @@ from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
 from invert4tvg.training import fsdp
 from invert4tvg.training.base import TrainerBase
-from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
+from invert4tvg.training.guards import NonFiniteError, last_good_checkpoint
 from invert4tvg.training.phases import StepTimer
-from invert4tvg.training.stops import StopSignals
 
 logger = logging.getLogger(__name__)
 
@@ -120,49 +118,23 @@ class GRPOTrainer(TrainerBase):
         self.counters.update(state["counters"])
         self.engine.update_weights(self._sync_weights(), state["policy_version"])
 
-    # -- the loop -------------------------------------------------------------------------------------------
-    def train(self) -> list[dict[str, Any]]:
-        """Train to ``total_steps``; SIGINT / SIGTERM stop it after the current step with a checkpoint
-        (:mod:`invert4tvg.training.stops`)."""
-        with StopSignals() as self.stops:
-            history = self._train_loop()
-        # The final save_pretrained (recipes) then holds only the trained adapter.
-        modelprep.drop_reference_adapter(self.accelerator.unwrap_model(self.model))
-        return history
+    # -- the loop (TrainerBase.train) ----------------------------------------------------------------------
+    progress_label = "GRPO"
+    progress_keys = ("reward", "iou")
 
-    def _train_loop(self) -> list[dict[str, Any]]:
-        if self.args.resume_from_checkpoint:
-            self.resume(self.args.resume_from_checkpoint)
-        history = []
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            desc="GRPO",
-            disable=not self.accelerator.is_main_process,
-            dynamic_ncols=True,
-        )
+    def before_training(self) -> None:
         if self.evaluate and self.args.eval_steps and self.step == 0:
             # The starting point of every validation curve (the paper's Figure 1, right, starts at step 0).
             self.log.log({f"eval/{k}": v for k, v in self.evaluate(0).items()}, 0)
-        while self.step < self.total_steps:
-            self.stop_if_requested(self.stops)
-            metrics = self.train_step()
-            self.step += 1
-            bar.update(1)
-            check_parameters(self.accelerator.unwrap_model(self.model), self.step, self.run_dir)
-            if metrics is None:
-                continue
-            metrics.update(getattr(self.engine, "stats", dict)())  # e.g. rollout/restarts of a Ray pool
-            bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "iou") if k in metrics})
-            if self.evaluate and self.args.eval_steps and self.step % self.args.eval_steps == 0:
-                metrics.update({f"eval/{k}": v for k, v in self.evaluate(self.step).items()})
-            if self.step % max(self.args.logging_steps, 1) == 0 or self.step == self.total_steps:
-                self.log.log(metrics, self.step)
-            history.append(metrics)
-            if self.args.save_steps and self.step % self.args.save_steps == 0:
-                self.save()
-        bar.close()
-        return history
+
+    def after_step(self, metrics: dict[str, Any]) -> None:
+        metrics.update(getattr(self.engine, "stats", dict)())  # e.g. rollout/restarts of a Ray pool
+        if self.evaluate and self.args.eval_steps and self.step % self.args.eval_steps == 0:
+            metrics.update({f"eval/{k}": v for k, v in self.evaluate(self.step).items()})
+
+    def after_training(self) -> None:
+        # The final save_pretrained (recipes) then holds only the trained adapter.
+        modelprep.drop_reference_adapter(self.accelerator.unwrap_model(self.model))
 
     def train_step(self) -> dict[str, Any] | None:
         """One GRPO step, phase by phase (each timed as ``time/<phase>``); None when the step is skipped."""
@@ -279,7 +251,8 @@ class GRPOTrainer(TrainerBase):
         if self.args.shared_prefix:  # one row per group: its prompt and video once, then the G completions
             group = self.args.num_generations
             sequences = shared_prefix_batch(sequences, group, unwrapped)
-        micro = micro_batches(len(sequences), self.args.logprob_batch_size, group)
+        # TRL's micro-batch: per_device_train_batch_size completions (whole groups with a shared prefix)
+        micro = micro_batches(len(sequences), self.args.per_device_train_batch_size, group)
         old_logps = None
         if self.args.num_iterations > 1:
             old_logps = self._logprobs_no_grad(unwrapped, sequences, micro)
@@ -306,7 +279,7 @@ class GRPOTrainer(TrainerBase):
         """``num_iterations`` optimizer steps over ``batch``, each accumulating the gradient of every micro-batch;
         returns the step's loss, KL, clipping and sampling metrics over all processes."""
         iterations, micro = self.args.num_iterations, batch.micro_batches
-        totals = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "head_loss": 0.0}
+        totals = dict.fromkeys(("loss", "kl", "clipped", "clipped_low", "clipped_high", "head_loss"), 0.0)
         for _ in range(iterations):
             for k, rows in enumerate(micro):
                 # Gradients are all-reduced once per update, at the last micro-batch's backward.
@@ -320,9 +293,9 @@ class GRPOTrainer(TrainerBase):
                     self.accelerator.backward(loss)
                 m = batch.mask[rows]
                 totals["loss"] += loss.item() / iterations
-                totals["clipped"] += (stats["clipped"] * m).sum().item() / iterations
-                if "kl" in stats:
-                    totals["kl"] += (stats["kl"] * m).sum().item() / iterations
+                for key in ("kl", "clipped", "clipped_low", "clipped_high"):  # token sums
+                    if key in stats:
+                        totals[key] += (stats[key] * m).sum().item() / iterations
             if self.args.max_grad_norm:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
             self.optimizer.step()
@@ -331,9 +304,13 @@ class GRPOTrainer(TrainerBase):
         # Logged over all processes: the loss DDP optimises (the mean of the processes' losses), token-weighted KL
         # and clipping.
         sums = torch.tensor(
-            [totals["loss"], totals["kl"], totals["clipped"], float(batch.mask.sum())], dtype=torch.float64
+            [totals[k] for k in ("loss", "kl", "clipped", "clipped_low", "clipped_high")]
+            + [float(batch.mask.sum())],
+            dtype=torch.float64,
         )
-        loss_sum, kl_sum, clipped_sum, tokens = dist.reduce_sum(self.accelerator, sums).tolist()
+        loss_sum, kl_sum, clipped_sum, low_sum, high_sum, tokens = dist.reduce_sum(
+            self.accelerator, sums
+        ).tolist()
         tokens = max(tokens, 1.0)
         head = {}
         if batch.spans is not None:  # the head's supervised loss on this process's grounding completions
@@ -343,7 +320,9 @@ class GRPOTrainer(TrainerBase):
             **head,
             "loss": loss_sum / self.accelerator.num_processes,
             "kl": kl_sum / tokens,
-            "clip_frac": clipped_sum / tokens,
+            "clip_ratio/region_mean": clipped_sum / tokens,  # TRL's names
+            "clip_ratio/low_mean": low_sum / tokens,
+            "clip_ratio/high_mean": high_sum / tokens,
             **batch.correction.metrics(),
         }
 

@@ -33,8 +33,6 @@ from invert4tvg.modeling.readout import HiddenReadout
 from invert4tvg.modeling.sequences import SequenceBatch
 from invert4tvg.rollout.base import Completion, RolloutRequest
 
-# Written next to every saved model (final/, checkpoints' model/): which head decodes it, with its options.
-HEAD_FILE = "invert4tvg_head.json"
 # The think text of inversion-task targets (Invert-SFT), whatever the head: those answers are text for every head.
 INVERT_THINK = "The clip shows what happens in this event."
 
@@ -72,6 +70,8 @@ class Policy(ABC):
     extra_special_tokens: tuple[str, ...] = ()
     #: The head has a supervised loss of its own that GRPO can keep as an auxiliary term (:meth:`rl_logprobs`).
     has_aux_loss: ClassVar[bool] = False
+    #: The answer is text ``S to E`` in seconds, which other evaluations' parsers (Time-R1's) can read too.
+    answers_in_seconds: ClassVar[bool] = False
 
     def __init__(self, model: torch.nn.Module, processor) -> None:
         self.model = model
@@ -80,7 +80,8 @@ class Policy(ABC):
 
     @classmethod
     def from_options(cls, model: torch.nn.Module, processor, options: dict[str, Any]) -> Policy:
-        """Build the head from its options (``head_config`` of a saved model, overridden by the configuration)."""
+        """Build the head from its options (``head_config`` of a saved model, overridden by the configuration; a
+        head ignores options it does not have, such as ``think_template`` for heads that write no think text)."""
         return cls(model, processor)
 
     def head_config(self) -> dict[str, Any]:
@@ -184,21 +185,16 @@ class Policy(ABC):
 
     # -- head-specific hooks --------------------------------------------------------------------------------
     @abstractmethod
-    def decode(self, completion: Completion | str, duration: float) -> Decoded | None:
-        """The span ``[start, end]`` in seconds a grounding completion answers (+ saliency where the head has
-        one), or None when it does not parse. ``completion`` is a rollout engine's :class:`Completion` (its
-        log-probs give the saliency of heads that score frames) or, for text-only heads, its text."""
-
     def decode_completions(
         self,
         requests: Sequence[RolloutRequest],
         completions: Sequence[Sequence[Completion]],
         durations: Sequence[float],
     ) -> list[list[Decoded | None]]:
-        """:meth:`decode` for every completion of every request (``durations[i]``: request ``i``'s video). Heads
-        that read hidden states override it with one forward over the finished sequences
-        (:class:`~invert4tvg.policy.hidden.HiddenStatePolicy`)."""
-        return [[self.decode(c, d) for c in group] for group, d in zip(completions, durations)]
+        """The span ``[start, end]`` in seconds each grounding completion of each request answers (+ saliency where
+        the head has one), None where it does not parse (``durations[i]``: request ``i``'s video). Heads that read
+        each completion on its own derive from :class:`CompletionPolicy`; heads that read hidden states
+        (:class:`~invert4tvg.policy.hidden.HiddenStatePolicy`) run one forward over the finished sequences."""
 
     @abstractmethod
     def tvg_target(self, query: str, start: float, end: float, duration: float) -> str:
@@ -254,6 +250,24 @@ class Policy(ABC):
         """What a rollout engine holding its own copy needs after an update: the trainable parameters only (the
         adapters with LoRA, the language model when the vision tower is frozen), detached, on CPU."""
         return {n: _whole(p.detach()).cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+
+
+class CompletionPolicy(Policy):
+    """A head that reads each completion on its own: its text, or the log-probs it was sampled with."""
+
+    @abstractmethod
+    def decode(self, completion: Completion | str, duration: float) -> Decoded | None:
+        """The span a grounding completion answers (+ saliency where the head has one), or None when it does not
+        parse. ``completion`` is a rollout engine's :class:`Completion` (its log-probs give the saliency of heads
+        that score frames) or, for text-only heads, its text."""
+
+    def decode_completions(
+        self,
+        requests: Sequence[RolloutRequest],
+        completions: Sequence[Sequence[Completion]],
+        durations: Sequence[float],
+    ) -> list[list[Decoded | None]]:
+        return [[self.decode(c, d) for c in group] for group, d in zip(completions, durations)]
 
 
 def _whole(tensor: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from transformers import BatchFeature
 from invert4tvg.modeling.logprobs import TokenConstraint
 from invert4tvg.modeling.processing import eos_token_ids
 from invert4tvg.policy import segmentation_loss as seg
-from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
+from invert4tvg.policy.base import CompletionPolicy, Decoded, SupervisedExample
 from invert4tvg.rollout.base import Completion
 from rewards import window_labels
 
@@ -59,7 +59,7 @@ def moments(mask: str, duration: float) -> list[tuple[float, float]]:
     return spans
 
 
-class FrameSegPolicy(Policy):
+class FrameSegPolicy(CompletionPolicy):
     """Exactly ``frames`` characters of '0'/'1'; SFT loss = LM + weighted BCE + Tversky + generalised Dice."""
 
     name = "frame_seg"

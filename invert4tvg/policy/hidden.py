@@ -29,6 +29,7 @@ from invert4tvg.modeling.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBa
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
 from invert4tvg.rollout.base import Completion, RolloutRequest
+from rewards import window_labels
 
 # Sequences per no-grad decoding forward (prompt + video + answer each).
 DECODE_BATCH = 8
@@ -41,14 +42,9 @@ def frame_centres(frames: int) -> torch.Tensor:
 
 
 def frame_labels(frames: int, start: float, end: float, duration: float) -> torch.Tensor:
-    """(F,) bool: frames whose window centre lies in ``[start, end]``; at least the frame nearest the span's middle
-    (a span shorter than one window still has a frame)."""
-    centres = frame_centres(frames)
-    s, e = start / duration, end / duration
-    inside = (centres >= s) & (centres <= e)
-    if not inside.any():
-        inside[min(int((s + e) / 2 * frames), frames - 1)] = True
-    return inside
+    """(F,) bool: the windows the span covers, as the ``frame_f1`` reward and the frame-segmentation head count them
+    (:func:`rewards.window_labels`)."""
+    return torch.tensor(window_labels(start, end, duration, frames), dtype=torch.bool)
 
 
 class HiddenStatePolicy(Policy):
@@ -139,12 +135,6 @@ class HiddenStatePolicy(Policy):
         for row in rows:
             positions = is_head_token[row].nonzero()[:, 0]
             yield row, frames[row], store[self.token_layer][row, positions], ids[row, positions].tolist()
-
-    def decode(self, completion: Completion | str, duration: float) -> Decoded | None:
-        raise TypeError(
-            f"the {self.name} head reads its span from hidden states, not from a completion's text: use "
-            "decode_completions(requests, completions, durations)"
-        )
 
     def readout(self, task: str) -> HiddenReadout | None:
         return HiddenReadout(tuple(self.token_ids), self.token_layer) if task == "tvg" else None

@@ -3,6 +3,7 @@ tower, gradient checkpointing. The same code loads ``Qwen/Qwen2.5-VL-7B-Instruct
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -12,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+from invert4tvg.errors import UserError
 from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import HEAD_FILE, Policy
+from invert4tvg.policy.base import Policy
+from invert4tvg.policy.model_dir import HEAD_FILE
 
 # Only for annotations: config pulls in the NLP stack, which benchmarks/gpu_smoke.py must run without.
 if TYPE_CHECKING:
@@ -46,20 +49,24 @@ def _head_class(name: str) -> type[Policy]:
     return getattr(importlib.import_module(module), cls)
 
 
-def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
+def load_policy(
+    args: ModelArguments, for_training: bool = True, extra_options: dict[str, Any] | None = None
+) -> Policy:
     """Model + processor + head. A directory holding a LoRA adapter (``adapter_config.json``) is loaded onto its
-    base model; with ``use_peft`` a new adapter is added for training."""
+    base model; with ``use_peft`` a new adapter is added for training. ``extra_options`` add head options of the run
+    (SFT's ``think_template``) to those of :func:`head_options`."""
     path = args.model_name_or_path
 
     # Imported here: config_checks pulls in the reward (NLP) stack, which benchmarks/gpu_smoke.py runs without.
     from invert4tvg.config_checks import looks_local
 
     if looks_local(path) and not Path(path).expanduser().exists():
-        raise FileNotFoundError(
+        raise ModelFileError(
             f"model {path}: no such directory (relative to {Path.cwd()}), and not a hub id (org/name)"
         )
+    check_safetensors(path)
     dtype = resolve_dtype(args.dtype)
-    kwargs = {"dtype": dtype}
+    kwargs = {"dtype": dtype, "use_safetensors": True}  # never a pickled .bin: it can run code when loaded
     if args.attn_implementation:
         kwargs["attn_implementation"] = attention(args.attn_implementation)
     name, options = head_options(args)
@@ -74,18 +81,20 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
         add_head_tokens(
             model, processor, head.extra_special_tokens
         )  # before the adapter: its rows must exist
-        model = PeftModel.from_pretrained(model, path, is_trainable=for_training and args.use_peft)
+        with readable(path):
+            model = PeftModel.from_pretrained(model, path, is_trainable=for_training and args.use_peft)
         if not args.use_peft:
             model = model.merge_and_unload()
     else:
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
+        with readable(path):
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
     token_ids = add_head_tokens(model, processor, head.extra_special_tokens)
     if for_training:
         model = prepare_for_training(model, args, token_ids)
         upcast_trainable(model)
     else:
         model.eval().requires_grad_(False)
-    policy = head.from_options(model, processor, options)
+    policy = head.from_options(model, processor, {**options, **(extra_options or {})})
     module = head_modules.get(model)
     if module is not None:
         if head_modules.load(model, path):
@@ -100,6 +109,42 @@ def load_policy(args: ModelArguments, for_training: bool = True) -> Policy:
     n_all = sum(p.numel() for p in model.parameters())
     logger.info("loaded %s (%s, %.2fM params, %.2fM trainable)", path, dtype, n_all / 1e6, n_train / 1e6)
     return policy
+
+
+class ModelFileError(UserError, FileNotFoundError):
+    """A model directory that is missing, holds no safetensors weights, or whose weights cannot be read."""
+
+
+def check_safetensors(path: str | Path) -> None:
+    """A local model directory must hold its weights as safetensors: a pickled ``pytorch_model.bin`` (or adapter
+    ``.bin``) is refused by name instead of failing inside ``torch.load``, whose pickle could run code."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir() or any(directory.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in directory.glob("*.bin"))
+    if pickled:
+        raise ModelFileError(
+            f"model {path}: holds {', '.join(pickled)} (a pickle, which can run code when loaded) and no "
+            "*.safetensors: invert4tvg loads safetensors only. Convert it where you trust the file (load it with "
+            "transformers and save_pretrained(..., safe_serialization=True)), or use a checkpoint invert4tvg wrote."
+        )
+
+
+@contextlib.contextmanager
+def readable(path: str | Path):
+    """Name the model directory when its weights cannot be read (a truncated or damaged safetensors file)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, OSError) as err:
+        if isinstance(err, UserError):
+            raise
+        hint = "a weights file is damaged or truncated: copy it again, or use another checkpoint"
+        raise ModelFileError(
+            f"model {path}: cannot load it ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            + (f"; {hint}" if isinstance(err, SafetensorError) else "")
+        ) from err
 
 
 def attention(name: str) -> str:
@@ -149,11 +194,6 @@ def head_options(args: ModelArguments) -> tuple[str, dict[str, Any]]:
     options = {k: v for k, v in recorded.items() if k != "head"}
     options.update({k: v for k, v in configured.items() if v is not None})
     return name, options
-
-
-def save_head(policy: Policy, directory: str | Path) -> None:
-    """Record ``policy``'s head beside a saved model, so loading it needs no head option."""
-    (Path(directory) / HEAD_FILE).write_text(json.dumps(policy.head_config(), indent=1) + "\n")
 
 
 def mixed_precision(args: ModelArguments) -> str:

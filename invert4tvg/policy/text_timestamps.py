@@ -3,7 +3,9 @@ in seconds, and the span is read from the text with the parser the ``iou`` rewar
 
 from __future__ import annotations
 
-from invert4tvg.policy.base import Decoded, Policy
+from typing import Any
+
+from invert4tvg.policy.base import CompletionPolicy, Decoded
 from invert4tvg.rollout.base import Completion
 from invert4tvg.tasks.prompts import TEXT_TIMESTAMPS_ANSWER
 from rewards import parse_span
@@ -12,15 +14,20 @@ from rewards import parse_span
 DEFAULT_THINK = "I look for when the event happens."
 
 
-class TextTimestampPolicy(Policy):
+class TextTimestampPolicy(CompletionPolicy):
     """Text timestamps: no extra tokens or modules; SFT targets are ``<think>..</think> <answer>S to E</answer>``."""
 
     name = "text_timestamps"
     answer_instruction = TEXT_TIMESTAMPS_ANSWER
+    answers_in_seconds = True
 
     def __init__(self, model, processor, think_template: str = DEFAULT_THINK) -> None:
         super().__init__(model, processor)
         self.think_template = think_template
+
+    @classmethod
+    def from_options(cls, model, processor, options: dict[str, Any]) -> TextTimestampPolicy:
+        return cls(model, processor, think_template=options.get("think_template") or DEFAULT_THINK)
 
     def decode(self, completion: Completion | str, duration: float) -> Decoded | None:
         span = self.read_span(completion if isinstance(completion, str) else completion.text, duration)

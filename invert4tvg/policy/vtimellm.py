@@ -28,6 +28,7 @@ class VTimeLLMPolicy(TextTimestampPolicy):
     """Text answers with boundaries as frame indices 00-99; SFT targets and decoding otherwise as text timestamps."""
 
     name = "vtimellm"
+    answers_in_seconds = False  # frame indices
     answer_instruction = (
         f"{THINK_THEN} give when it starts and ends as frame indices from 00 to 99 (the video cut into 100 equal "
         "parts) inside <answer></answer>, like <answer>from 05 to 37</answer>."

@@ -12,20 +12,19 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from invert4tvg.config import SFTArguments
+from invert4tvg.data.cache import FrameCache
 from invert4tvg.data.records import GroundingRecord
-from invert4tvg.data.video import FrameCache
 from invert4tvg.policy.base import Policy, SupervisedExample
 from invert4tvg.tasks import TaskInstance, TaskUnavailable
 from invert4tvg.training.base import TrainerBase
 from invert4tvg.training.distributed import all_processes
-from invert4tvg.training.guards import NonFiniteError, check_parameters, last_good_checkpoint
-from invert4tvg.training.stops import StopSignals
+from invert4tvg.training.guards import NonFiniteError, last_good_checkpoint
 from invert4tvg.training.videos import load_videos
 from rewards import nlp
 
@@ -95,63 +94,70 @@ class SFTTrainer(TrainerBase):
         self.rng.setstate((version, tuple(internal), gauss))
         self.fallbacks = state["fallbacks"]
 
-    def train(self) -> list[dict[str, Any]]:
-        """Train to ``total_steps``; SIGINT / SIGTERM stop it after the current step with a checkpoint."""
-        with StopSignals() as stops:
-            return self._train_loop(stops)
+    # -- the loop (TrainerBase.train) ----------------------------------------------------------------------
+    progress_label = "SFT"
 
-    def _train_loop(self, stops: StopSignals) -> list[dict[str, Any]]:
-        if self.args.resume_from_checkpoint:
-            self.resume(self.args.resume_from_checkpoint)
-        history = []
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            desc="SFT",
-            disable=not self.accelerator.is_main_process,
-        )
+    def before_training(self) -> None:
         self.model.train()
-        while self.step < self.total_steps:
-            self.stop_if_requested(stops)
-            t0 = time.perf_counter()
-            examples = self._examples(self.stream.next_batch())
-            self.step += 1
-            bar.update(1)
-            # With several processes a step is skipped by all of them or by none (DDP's collectives must match).
-            if not all_processes(self.accelerator, bool(examples)):
-                continue
-            inputs, labels = self.policy.supervised_batch(examples)
-            inputs, labels = inputs.to(self.accelerator.device), labels.to(self.accelerator.device)
-            loss, parts = self.policy.supervised_loss(
-                self.model, inputs, labels, epoch=self.stream.epoch_progress, examples=examples
-            )
-            if not torch.isfinite(loss):
-                raise NonFiniteError(
-                    f"non-finite SFT loss at step {self.step}; the run stops. Last good checkpoint: "
-                    f"{last_good_checkpoint(self.run_dir)}. Lower the learning rate."
+
+    def train_step(self) -> dict[str, Any] | None:
+        t0 = time.perf_counter()
+        examples = self._examples(self.stream.next_batch())
+        # With several processes a step is skipped by all of them or by none (DDP's collectives must match), and
+        # every process runs gradient_accumulation_steps micro-batches.
+        accumulation = self.args.gradient_accumulation_steps
+        if not all_processes(self.accelerator, len(examples) >= accumulation):
+            return None
+        loss, parts, target_tokens = self._accumulate(examples, accumulation)
+        if self.args.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "epoch": round(self.stream.epoch_progress, 4),
+            "loss": loss,
+            **parts,
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "target_tokens": target_tokens,
+            "bad_videos": len(self.video_budget.failed),
+            "invert_fallbacks": self.fallbacks,
+            "time/step": time.perf_counter() - t0,
+        }
+
+    def _accumulate(self, examples: list[SupervisedExample], accumulation: int) -> tuple[float, dict, int]:
+        """Forward/backward over ``accumulation`` micro-batches (TRL's gradient_accumulation_steps). Each
+        micro-batch's loss (a mean over its target tokens) is weighted by its share of the step's target tokens, so
+        the gradient is that of the whole batch's token mean, as transformers' Trainer does. Gradients are
+        all-reduced once, at the last micro-batch."""
+        size = -(-len(examples) // accumulation)
+        chunks = [examples[i : i + size] for i in range(0, len(examples), size)]
+        # Every process runs the same number of backward passes (DDP); a process with fewer examples than
+        # micro-batches runs weightless ones.
+        chunks += [[]] * (accumulation - len(chunks))
+        batches = [self.policy.supervised_batch(chunk or examples[:1]) for chunk in chunks]
+        counts = [int((labels != -100).sum()) if chunk else 0 for chunk, (_, labels) in zip(chunks, batches)]
+        tokens = max(sum(counts), 1)
+        total, parts_sum = 0.0, {}
+        for k, ((inputs, labels), chunk) in enumerate(zip(batches, chunks)):
+            weight = counts[k] / tokens
+            sync = nullcontext() if k == len(chunks) - 1 else self.accelerator.no_sync(self.model)
+            with sync:
+                inputs, labels = inputs.to(self.accelerator.device), labels.to(self.accelerator.device)
+                loss, parts = self.policy.supervised_loss(
+                    self.model,
+                    inputs,
+                    labels,
+                    epoch=self.stream.epoch_progress,
+                    examples=chunk or examples[:1],
                 )
-            self.accelerator.backward(loss)
-            if self.args.max_grad_norm:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            check_parameters(self.accelerator.unwrap_model(self.model), self.step, self.run_dir)
-            row = {
-                "epoch": round(self.stream.epoch_progress, 4),
-                "loss": loss.item(),
-                **parts,
-                "lr": self.scheduler.get_last_lr()[0],
-                "target_tokens": int((labels != -100).sum()),
-                "bad_videos": len(self.video_budget.failed),
-                "invert_fallbacks": self.fallbacks,
-                "time/step": time.perf_counter() - t0,
-            }
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-            if self.step % max(self.args.logging_steps, 1) == 0 or self.step == self.total_steps:
-                self.log.log(row, self.step)
-            history.append(row)
-            if self.args.save_steps and self.step % self.args.save_steps == 0:
-                self.save()
-        bar.close()
-        return history
+                if not torch.isfinite(loss):
+                    raise NonFiniteError(
+                        f"non-finite SFT loss at step {self.step + 1}; the run stops. Last good checkpoint: "
+                        f"{last_good_checkpoint(self.run_dir)}. Lower the learning rate."
+                    )
+                self.accelerator.backward(loss * weight)
+            total += loss.item() * weight
+            for name, value in parts.items():
+                parts_sum[name] = parts_sum.get(name, 0.0) + float(value) * weight
+        return total, parts_sum, sum(counts)

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-TASKS = ("tvg", "vc", "ar", "vd")
-INVERSION_TASKS = ("vc", "ar", "vd")
+from rewards.base import INVERSION_TASKS
+
+TASKS = ("tvg", *INVERSION_TASKS)
 FIELDS = frozenset({"query", "masked_query", "duration", "answer_format"})
 
 THINK_THEN = "Think inside <think></think>, then"

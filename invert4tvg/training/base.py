@@ -1,9 +1,11 @@
 """What the GRPO and SFT trainers share: the batch stream, the run's length, the optimizer, one save/resume, and
 stopping on SIGINT / SIGTERM with a checkpoint.
 
-A trainer subclasses :class:`TrainerBase`, adds its own resumable state through :meth:`TrainerBase.extra_state` /
-:meth:`TrainerBase.load_extra_state`, and runs its steps inside ``with StopSignals() as stops`` calling
-:meth:`TrainerBase.stop_if_requested` before each one.
+A trainer subclasses :class:`TrainerBase` and implements :meth:`TrainerBase.train_step` (one step, its metrics row);
+the one loop (:meth:`TrainerBase.train`: resume, steps, NaN check, logging, checkpoints, stopping on a signal) is
+here. It adds its own resumable state through :meth:`TrainerBase.extra_state` / :meth:`TrainerBase.load_extra_state`
+and may use the hooks :meth:`TrainerBase.before_training`, :meth:`TrainerBase.after_step` and
+:meth:`TrainerBase.after_training`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from invert4tvg.config import TrainingArguments
 from invert4tvg.policy.base import Policy
@@ -27,6 +31,10 @@ from invert4tvg.training.videos import VideoFailureBudget
 
 
 class TrainerBase:
+    #: The progress bar's label and the metrics it shows.
+    progress_label: str = "train"
+    progress_keys: tuple[str, ...] = ("loss",)
+
     def __init__(
         self,
         policy: Policy,
@@ -41,7 +49,7 @@ class TrainerBase:
         self.run_dir = Path(args.output_dir)
         self.stream = BatchStream(
             records,
-            args.per_device_train_batch_size,
+            args.records_per_step,
             args.seed,
             accelerator.num_processes,
             accelerator.process_index,
@@ -51,7 +59,9 @@ class TrainerBase:
             if args.max_steps > 0
             else math.ceil(args.num_train_epochs * self.stream.steps_per_epoch)
         )
-        self.video_budget = VideoFailureBudget(max_bad_video_fraction)
+        self.video_budget = VideoFailureBudget(
+            max_bad_video_fraction, total=len({getattr(r, "video", None) for r in records})
+        )
         self.step = 0
 
     def prepare(self, updates_per_step: int = 1) -> None:
@@ -143,3 +153,55 @@ class TrainerBase:
             if not saved.is_dir():
                 saved = self.save()
         raise RunInterrupted(signum, self.step, saved)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def train(self) -> list[dict[str, Any]]:
+        """Train to ``total_steps``; SIGINT / SIGTERM stop it after the current step with a checkpoint
+        (:mod:`invert4tvg.training.stops`). Returns the metrics rows of the steps run."""
+        with StopSignals() as stops:
+            history = self._train_loop(stops)
+        self.after_training()
+        return history
+
+    def train_step(self) -> dict[str, Any] | None:
+        """One step: its metrics row, or None when every process skipped it."""
+        raise NotImplementedError
+
+    def before_training(self) -> None:
+        """Hook: after a resume, before the first step."""
+
+    def after_step(self, metrics: dict[str, Any]) -> None:
+        """Hook: add to a step's metrics row before it is logged (``self.step`` counts the step)."""
+
+    def after_training(self) -> None:
+        """Hook: after the last step."""
+
+    def _train_loop(self, stops: StopSignals) -> list[dict[str, Any]]:
+        if self.args.resume_from_checkpoint:
+            self.resume(self.args.resume_from_checkpoint)
+        history = []
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc=self.progress_label,
+            disable=not self.accelerator.is_main_process,
+            dynamic_ncols=True,
+        )
+        self.before_training()
+        while self.step < self.total_steps:
+            self.stop_if_requested(stops)
+            metrics = self.train_step()
+            self.step += 1
+            bar.update(1)
+            check_parameters(self.accelerator.unwrap_model(self.model), self.step, self.run_dir)
+            if metrics is None:
+                continue
+            self.after_step(metrics)
+            bar.set_postfix({k: f"{metrics[k]:.3f}" for k in self.progress_keys if k in metrics})
+            if self.step % max(self.args.logging_steps, 1) == 0 or self.step == self.total_steps:
+                self.log.log(metrics, self.step)
+            history.append(metrics)
+            if self.args.save_steps and self.step % self.args.save_steps == 0:
+                self.save()
+        bar.close()
+        return history

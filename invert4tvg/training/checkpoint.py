@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import HEAD_FILE
+from invert4tvg.errors import UserError
+from invert4tvg.policy import model_dir
 from invert4tvg.training import sharded_checkpoint
 from invert4tvg.training.disk import disk_guard
 from invert4tvg.training.fsdp import is_sharded
+from invert4tvg.training.stream import position_after
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 MANIFEST = "manifest.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used: missing, damaged, or holding more than tensors."""
 
 
@@ -108,16 +109,13 @@ def save_checkpoint(
         if sharded:  # FSDP2: every process writes its shards of the weights and optimizer state
             sharded_checkpoint.save_state(tmp, unwrapped, optimizer)
         if accelerator.is_main_process:
-            if sharded:
-                unwrapped.config.save_pretrained(tmp / "model")
+            if (
+                sharded
+            ):  # the weights are the shards; the directory keeps the config, processor and head record
+                model_dir.save(unwrapped, processor, tmp / "model", head_config, weights=False)
             else:
-                with head_modules.detached(unwrapped):
-                    unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
-                head_modules.save(unwrapped, tmp / "model")
+                model_dir.save(unwrapped, processor, tmp / "model", head_config)
                 torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            processor.save_pretrained(tmp / "model")
-            if head_config is not None:
-                (tmp / "model" / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             (tmp / "trainer_state.json").write_text(
                 json.dumps({"step": step, **trainer_state}, indent=2) + "\n"
@@ -166,9 +164,35 @@ def verify_checkpoint(path: Path) -> str | None:
         if file.stat().st_size != size:
             return f"{name} has {file.stat().st_size} bytes, {size} were written"
     try:
-        json.loads((path / "trainer_state.json").read_text())["step"]
-    except (OSError, ValueError, KeyError) as err:
+        state = json.loads((path / "trainer_state.json").read_text())
+        state["step"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
         return f"trainer_state.json is unreadable ({err})"
+    return state_problem(path, state)
+
+
+def state_problem(path: Path, state: dict[str, Any]) -> str | None:
+    """Why ``trainer_state.json`` disagrees with itself or its checkpoint: the step must be the one in the
+    directory's name and the data position the one that many steps reach (an edited or foreign state would resume
+    a run that trains nothing, or the wrong records)."""
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"trainer_state.json: step {step!r} is not a step number"
+    named = _STEP_DIR.match(path.name)
+    if named and int(named.group(1)) != step:
+        return f"trainer_state.json says step {step}, the directory {path.name}"
+    stream = state.get("stream")
+    if isinstance(stream, dict) and {"size", "global_batch_size", "epoch", "position"} <= set(stream):
+        expected = position_after(step, stream["size"], stream["global_batch_size"])
+        if (stream["epoch"], stream["position"]) != expected:
+            return (
+                f"trainer_state.json: data position (epoch {stream['epoch']}, record {stream['position']}) is not "
+                f"where {step} steps of {stream['global_batch_size']} of {stream['size']} records end (epoch "
+                f"{expected[0]}, record {expected[1]})"
+            )
+    total = state.get("total_steps")
+    if isinstance(total, int) and step > total:
+        return f"trainer_state.json: step {step} is past the run's {total} steps"
     return None
 
 
@@ -186,7 +210,7 @@ def find_checkpoint(run_dir: str | Path, resume: str) -> Path:
     if resume == "latest":
         found = list_checkpoints(Path(run_dir) / "checkpoints")
         if not found:
-            raise FileNotFoundError(
+            raise CheckpointError(
                 f"--resume_from_checkpoint latest: no checkpoint in {Path(run_dir) / 'checkpoints'}"
             )
         damaged = []
@@ -207,7 +231,7 @@ def find_checkpoint(run_dir: str | Path, resume: str) -> Path:
         )
     path = Path(resume)
     if not (path / "trainer_state.json").exists():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"--resume_from_checkpoint {resume}: not a checkpoint directory (no trainer_state.json)"
         )
     problem = verify_checkpoint(path)
@@ -251,28 +275,17 @@ def load_checkpoint(
     return state
 
 
-def load_weights(model: torch.nn.Module, model_dir: Path) -> None:
-    """Load a ``save_pretrained`` directory into an existing (possibly LoRA-wrapped) model.
+def load_weights(model: torch.nn.Module, directory: Path) -> None:
+    """Load a checkpoint's ``model/`` into the existing (possibly LoRA-wrapped) model, in place
+    (:func:`invert4tvg.policy.model_dir.load_weights`); a damaged or incomplete one is a :class:`CheckpointError`."""
+    from safetensors import SafetensorError
 
-    Full weights go through ``from_pretrained``, which knows the on-disk key layout of each transformers version,
-    and are then copied in place, so optimizer and accelerate references to the parameters stay valid.
-    """
-    from peft import PeftModel, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    if head_modules.get(model) is not None and not head_modules.load(model, model_dir):
-        raise CheckpointError(f"{model_dir} lacks {head_modules.FILE}, the weights of the head's own module")
-    if isinstance(model, PeftModel):
-        set_peft_model_state_dict(model, load_file(model_dir / "adapter_model.safetensors"))
-        return
-    with head_modules.detached(model):
-        _load_full_weights(model, model_dir)
-
-
-def _load_full_weights(model: torch.nn.Module, model_dir: Path) -> None:
-    # fp32 when any weight is fp32 (the trained weights, see policy.loading.upcast_trainable): loading them in
-    # the dtype of whichever parameter comes first (a bf16 vision tower) would round the master weights.
-    dtypes = {p.dtype for p in model.parameters()}
-    dtype = torch.float32 if torch.float32 in dtypes else next(model.parameters()).dtype
-    saved = type(model).from_pretrained(model_dir, dtype=dtype, use_safetensors=True)  # never a pickled .bin
-    model.load_state_dict(saved.state_dict(), strict=True)
+    try:
+        model_dir.load_weights(model, directory)
+    except SafetensorError as err:
+        raise CheckpointError(
+            f"{directory}: a weights file cannot be read ({err}); the checkpoint is damaged: resume from an "
+            f"earlier one in {directory.parent.parent}"
+        ) from err
+    except FileNotFoundError as err:  # the head module's weights are missing
+        raise CheckpointError(str(err)) from None

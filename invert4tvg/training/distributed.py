@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from invert4tvg.data.video import FrameCache, VideoDecodeError, decode_video
-from invert4tvg.training.videos import VideoFailureBudget
+from invert4tvg.data.cache import FrameCache
+from invert4tvg.training.videos import VideoFailureBudget, decode_or_skip
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,6 @@ class LoadedShare:
     bad_videos: list[str] = field(default_factory=list)  # first found unreadable this step, all processes
 
 
-def _decode(instance, cache: FrameCache | None, failures: dict[str, str]):
-    try:
-        return decode_video(instance.video, cache)
-    except VideoDecodeError as err:
-        failures[instance.video.path] = str(err)
-        logger.warning("video of %s (%s) failed to decode: %s", instance.record_id, instance.task, err)
-        return None
-
-
 def load_share(
     records: Sequence[Any],
     tasks: Sequence[str],
@@ -69,7 +60,7 @@ def load_share(
     failures: dict[str, str] = {}
     share = LoadedShare([], [], failures)
     for instance, task in zip(build_instances(records, tasks), tasks):
-        video = _decode(instance, cache, failures)
+        video = decode_or_skip(instance, cache, failures)
         tries = 0
         while video is None and tries < max_tries:
             tries += 1
@@ -77,7 +68,7 @@ def load_share(
             if str(candidate.video) in known_bad or str(candidate.video) in failures:
                 continue
             instance = build_instances([candidate], [task])[0]
-            video = _decode(instance, cache, failures)
+            video = decode_or_skip(instance, cache, failures)
             share.replaced += video is not None
         if video is not None:
             share.instances.append(instance)

@@ -20,16 +20,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from invert4tvg.policy import head_modules
-from invert4tvg.policy.base import HEAD_FILE
+from invert4tvg.errors import UserError
+from invert4tvg.policy import model_dir
 from invert4tvg.training import checkpoint as ckpt
 from invert4tvg.training.disk import disk_guard
 from invert4tvg.training.guards import check_parameters
 
 logger = logging.getLogger(__name__)
 
-# The files and directories a run writes into output_dir (a TensorBoard directory named after the run is added).
-RUN_ENTRIES = ("metadata.json", "metrics.jsonl", "checkpoints", "final", "eval")
+# The files and directories a run writes into output_dir (trackers' directories included, training/trackers.py).
+RUN_ENTRIES = ("metadata.json", "metrics.jsonl", "checkpoints", "final", "eval", "tensorboard", "wandb")
 
 # Fields a resume may change; the new value applies from the resumed step on. They decide where things are written,
 # how often the run logs, saves and evaluates, and how the same computation is distributed or cached.
@@ -40,7 +40,7 @@ MAY_CHANGE_ON_RESUME = frozenset(
         "logging_steps", "save_steps", "save_total_limit", "eval_steps", "eval_max_samples",
         "val_annotations", "test_annotations", "video_dir", "frame_cache_dir", "frame_cache_gb",
         "rollout_backend", "rollout_workers", "rollout_batch_sequences", "ray_address",
-        "logprob_batch_size", "gradient_checkpointing", "attn_implementation", "max_bad_video_fraction",
+        "gradient_checkpointing", "attn_implementation", "max_bad_video_fraction",
         "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode", "vllm_tensor_parallel_size", "vllm_enforce_eager",
     }
 )  # fmt: skip
@@ -49,14 +49,15 @@ MAY_CHANGE_ON_RESUME = frozenset(
 LENGTH_FIELDS = frozenset({"max_steps", "num_train_epochs"})
 
 
-class OutputDirError(ValueError):
+class OutputDirError(UserError, ValueError):
     """output_dir, --resume_from_checkpoint and --overwrite_output_dir do not fit together; nothing was written."""
 
 
 def prepare_output_dir(args: Any, config: dict[str, Any], is_main_process: bool = True) -> Path | None:
     """Check ``output_dir`` against ``--resume_from_checkpoint`` / ``--overwrite_output_dir`` and return the checkpoint
-    to resume from (None for a fresh run). Raises :class:`OutputDirError` (or the checkpoint's error) before any write; with
-    ``overwrite_output_dir`` the main process then removes the previous run's files."""
+    to resume from (None for a fresh run). Raises :class:`OutputDirError` (or the checkpoint's error); writes and
+    removes nothing: with ``overwrite_output_dir`` the recipe calls :func:`replace_previous_run` once the data and
+    the model have loaded, so a run that fails to start leaves the previous one as it was."""
     out = Path(args.output_dir)
     overwrite = bool(getattr(args, "overwrite_output_dir", False))
     if out.exists() and not out.is_dir():
@@ -83,9 +84,15 @@ def prepare_output_dir(args: Any, config: dict[str, Any], is_main_process: bool 
             "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir true to replace it, or "
             "choose another output_dir"
         )
-    if entries and is_main_process:
-        clear_run(out)
     return None
+
+
+def replace_previous_run(args: Any) -> None:
+    """With ``--overwrite_output_dir``, remove the previous run's files (main process only, just before the new run
+    writes its first file)."""
+    out = Path(args.output_dir)
+    if getattr(args, "overwrite_output_dir", False) and out.is_dir() and any(out.iterdir()):
+        clear_run(out)
 
 
 def _run_entries(out: Path) -> list[str]:
@@ -93,16 +100,16 @@ def _run_entries(out: Path) -> list[str]:
 
 
 def clear_run(out: Path) -> list[str]:
-    """Remove a previous run's files from ``out`` (its entries and TensorBoard directory) and nothing else."""
+    """Remove a previous run's files from ``out`` (its entries and tracker directories) and nothing else."""
     names = list(_run_entries(out))
     try:
         run_name = json.loads((out / "metadata.json").read_text()).get("run_name")
     except (OSError, ValueError, AttributeError):
         run_name = None
-    if run_name:
-        tracker = str(run_name).replace("/", "_")
-        if tracker and (out / tracker).is_dir() and tracker not in (".", ".."):
-            names.append(tracker)
+    if run_name:  # runs written before the fixed tensorboard/ name kept TensorBoard under the run name
+        legacy = str(run_name).replace("/", "_")
+        if legacy not in ("", ".", "..") and (out / legacy).is_dir() and (out / legacy).parent == out:
+            names.append(legacy)
     for name in names:
         target = out / name
         if target.is_dir() and not target.is_symlink():
@@ -182,12 +189,7 @@ def save_final(
         check_parameters(model, step, out, what="before saving final/ at step")
     with disk_guard(tmp, "final/"):
         shutil.rmtree(tmp, ignore_errors=True)
-        with head_modules.detached(model):
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-        head_modules.save(model, tmp)
-        processor.save_pretrained(tmp)
-        if head_config is not None:
-            (tmp / HEAD_FILE).write_text(json.dumps(head_config, indent=1) + "\n")
+        model_dir.save(model, processor, tmp, head_config, state_dict=state_dict)
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)

@@ -24,7 +24,8 @@ from types import FrameType
 
 import torch
 
-from invert4tvg.config_checks import ConfigError
+from invert4tvg.errors import EXIT_USER_ERROR, UserError
+from rewards.errors import RewardOutputError
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +118,17 @@ class StopSignals:
 
 
 def run_main(main, argv: list[str]):
-    """Run a recipe's ``main``; on :class:`RunInterrupted` print its one line last and exit with its code; a
-    configuration error (a bad value, a missing input file) is one line and exit code 2, not a traceback."""
-
+    """Run a recipe's ``main``; on :class:`RunInterrupted` print its one line last and exit with its code; an
+    expected user error (a bad value, a missing or malformed input, an ``output_dir`` holding another run, a
+    checkpoint that cannot be resumed, a reward returning a non-number) is one line and exit code 2, not a traceback.
+    A configuration or data error is met by every process alike, so only the first prints it; a reward's output
+    is each process's own."""
     try:
         return main(argv)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    except (UserError, RewardOutputError) as err:
+        if int(os.environ.get("RANK", "0")) == 0 or isinstance(err, RewardOutputError):
+            print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
     except RunInterrupted as stop:
         from tqdm import tqdm
 

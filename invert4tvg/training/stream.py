@@ -13,7 +13,23 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from invert4tvg.errors import UserError
+
 T = TypeVar("T")
+
+
+class StreamStateError(UserError, ValueError):
+    """A saved data position that does not belong to this run's data."""
+
+
+def position_after(steps: int, size: int, global_batch_size: int) -> tuple[int, int]:
+    """(epoch, position) of a stream of ``size`` records after ``steps`` batches of ``global_batch_size``: one batch
+    per step, the last of an epoch shorter (what :meth:`BatchStream.next_batch` does)."""
+    if steps <= 0:
+        return 0, 0
+    per_epoch = math.ceil(size / global_batch_size)
+    epoch = (steps - 1) // per_epoch
+    return epoch, min((steps - epoch * per_epoch) * global_batch_size, size)
 
 
 class BatchStream(Generic[T]):
@@ -76,11 +92,17 @@ class BatchStream(Generic[T]):
         return self.epoch + self.position / len(self.items)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "size": len(self.items)}
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "size": len(self.items),
+            "global_batch_size": self.global_batch_size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["size"] != len(self.items) or state["seed"] != self.seed:
-            raise ValueError(
+            raise StreamStateError(
                 f"checkpoint was taken on {state['size']} records with seed {state['seed']}, this run has "
                 f"{len(self.items)} with seed {self.seed}: resume with the same data and seed"
             )
