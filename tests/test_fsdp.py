@@ -83,7 +83,14 @@ def test_fsdp2_recipe_sharded_checkpoint_resumes_bit_exact_and_final_loads(
     from test_grpo_training import recipe_args
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    common = ["--fsdp", "full_shard", "--max_steps", "3", "--per_device_train_batch_size", "1"]
+    common = [
+        "--fsdp",
+        "full_shard",
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "2",
+    ]  # 1 prompt x G
     common += ["--num_generations", "2", "--test_annotations", ""]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train = tiny_bench / "train.json"
