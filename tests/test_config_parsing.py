@@ -194,34 +194,47 @@ def _stderr_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
+PYTHON = [sys.executable, str(REPO / "recipes/grpo_qwen25vl.py")]
+TRAIN = [sys.executable, "-m", "invert4tvg.cli", "train"]
+ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "-q", "--cpu", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              str(REPO / "recipes/grpo_qwen25vl.py")]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "launcher",
-    [
-        [sys.executable, str(REPO / "recipes/grpo_qwen25vl.py")],
-        [sys.executable, "-m", "invert4tvg.cli", "train"],
-        [str(Path(sys.executable).parent / "accelerate"), "launch", "-q", "--cpu", "--num_processes", "1",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         str(REPO / "recipes/grpo_qwen25vl.py")],
+    "launcher, mistake",
+    [(PYTHON, "typo"), (TRAIN, "taken"), (ACCELERATE, "typo"), (ACCELERATE, "empty")],
+    ids=[
+        "python-typo",
+        "invert4tvg-train-output-dir",
+        "accelerate-launch-q-typo",
+        "accelerate-launch-q-data",
     ],
-    ids=["python", "invert4tvg-train", "accelerate-launch-q"],
-)  # fmt: skip
+)
 def test_a_user_error_is_one_line_on_stderr_under_every_launcher(
-    launcher, tiny_bench, tiny_model_dir, tmp_path
+    launcher, mistake, tiny_bench, tiny_model_dir, tmp_path
 ):
+    """A mistake in the flags, the output_dir or the data: one line, no traceback, whatever started the recipe."""
     out, taken = tmp_path / "run", tmp_path / "taken"
     taken.mkdir()
     (taken / "train.log").write_text("another run's file\n")
     train = small_train(tiny_bench, tmp_path / "train.json", 2)
-    for extra, expected in (
-        (["--num_generation", "4"], "error: command line: unknown flag --num_generation; did you mean"),
-        (["--output_dir", str(taken)], f"error: output_dir {taken} is not empty"),
-    ):
-        args = grpo_args(tiny_bench, train, tiny_model_dir, out, *extra)
-        result = subprocess.run(
-            [*launcher, *args], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
-        )
-        lines = _stderr_lines(result)
-        assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
-        # accelerate launch -q exits 1 for any failed child (its own choice); the recipe itself exits 2
-        assert result.returncode == (1 if "accelerate" in " ".join(launcher) else 2)
-        assert not out.exists()
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    extra, expected = {
+        "typo": (
+            ["--num_generation", "4"],
+            "error: command line: unknown flag --num_generation; did you mean",
+        ),
+        "taken": (["--output_dir", str(taken)], f"error: output_dir {taken} is not empty"),
+        "empty": (["--train_annotations", str(empty)], f"error: {empty}, file: no_records"),
+    }[mistake]
+    args = grpo_args(tiny_bench, train, tiny_model_dir, out, *extra)
+    result = subprocess.run(
+        [*launcher, *args], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300
+    )
+    lines = _stderr_lines(result)
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    # accelerate launch -q exits 1 for any failed child (its own choice); the recipe itself exits 2
+    assert result.returncode == (1 if launcher is ACCELERATE else 2)
+    assert not out.exists()

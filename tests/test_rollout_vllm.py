@@ -304,7 +304,7 @@ def test_grpo_recipe_on_the_vllm_backend_logs_the_sampling_gap(tiny_bench, tiny_
                 "--vllm_enforce_eager",
                 "true",
                 "--per_device_train_batch_size",
-                "2",
+                "4",
                 "--num_generations",
                 "2",
             ]
