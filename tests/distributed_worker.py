@@ -231,6 +231,9 @@ def fsdp_suite(model_dir: str, bench: str, out: str) -> None:
     # Unequal lengths: the processes run different numbers of forwards inside one gathered generate call.
     tokens = rollout_tokens(trainer, requests, ROLLOUT_TOKENS[rank])
     (Path(out) / f"rollouts_{rank}.json").write_text(json.dumps(tokens))
+    sync = trainer.policy.weights_for_sync()  # what a vLLM / Ray engine receives: whole tensors from the shards
+    if rank == 0:
+        torch.save(sync, Path(out) / "sync.pt")
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=True, mixed_precision="bf16")
     trainer, rollouts, _, _ = setup(

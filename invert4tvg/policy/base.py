@@ -252,8 +252,9 @@ class Policy(ABC):
         return {n: p.cpu() for n, p in self.named_weights_for_sync()}
 
     def named_weights_for_sync(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """The same tensors one at a time, detached, where they live (no copy): what an engine streams from."""
-        return ((n, p.detach()) for n, p in self.model.named_parameters() if p.requires_grad)
+        """The same tensors one at a time, detached, where they live (no copy; a sharded parameter gathered whole,
+        a collective every process runs): what an engine streams from."""
+        return ((n, _whole(p.detach())) for n, p in self.model.named_parameters() if p.requires_grad)
 
 
 class CompletionPolicy(Policy):
@@ -272,3 +273,11 @@ class CompletionPolicy(Policy):
         durations: Sequence[float],
     ) -> list[list[Decoded | None]]:
         return [[self.decode(c, d) for c in group] for group, d in zip(completions, durations)]
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A parameter's whole tensor: an FSDP2-sharded one (a DTensor) is all-gathered, one parameter at a time, so
+    every process must call it in the same order (each process syncs its own engine)."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
