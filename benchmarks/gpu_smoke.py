@@ -67,7 +67,7 @@ RECIPE = dict(
     num_generations=8,
     beta=0.04,
     loss_type="grpo",
-    logprob_batch_size={"3b": 8, "7b": 4, "tiny": 8},
+    per_device_train_batch_size={"3b": 8, "7b": 4, "tiny": 8},  # completions per micro-batch (TRL's unit)
     max_grad_norm=1.0,
     max_completion_length=1024,
 )
@@ -156,7 +156,8 @@ def plan_estimate(config, mode: str, cli, accelerator, video_tokens: int, prompt
         video_tokens=video_tokens,
         prompt_tokens=prompt_tokens,
         max_completion_length=cli.max_new_tokens,
-        logprob_batch_size=RECIPE["logprob_batch_size"][cli.model],
+        micro_batch=RECIPE["per_device_train_batch_size"][cli.model],
+        accumulation=RECIPE["num_generations"] // RECIPE["per_device_train_batch_size"][cli.model],
         rollout_sequences=RECIPE["num_generations"],
     )
     return mp.plan(shapes, setup).peak
@@ -199,7 +200,7 @@ def run_mode(mode: str, cli, accelerator, video) -> dict:
     engine = HFEngine(model, processor, max_batch_sequences=RECIPE["num_generations"])
     fsdp.generate_gathered(engine, model)  # sharded: one all-gather per generate call
     g = RECIPE["num_generations"]
-    micro_size = RECIPE["logprob_batch_size"][cli.model]
+    micro_size = RECIPE["per_device_train_batch_size"][cli.model]
     loss_config = LossConfig(
         loss_type=RECIPE["loss_type"], beta=RECIPE["beta"], max_completion_length=cli.max_new_tokens
     )

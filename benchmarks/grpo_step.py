@@ -70,7 +70,7 @@ def main() -> None:
         "first_step_s": rows[0]["time/step"],
         "median_s": {part: statistics.median(r[part] for r in warm) for part in PARTS},
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in warm),
-        "completion_len": statistics.median(r["completion_len"] for r in warm),
+        "completion_len": statistics.median(r["completions/mean_length"] for r in warm),
     }
     step = result["median_s"]["time/step"]
     print(

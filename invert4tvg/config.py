@@ -207,10 +207,18 @@ class TrainingArguments:
         metadata={"help": "Fraction of the optimizer updates spent warming the learning rate up."},
     )
     per_device_train_batch_size: int = field(
-        default=4,
+        default=8,
         metadata={
-            "help": "Prompts (videos) per device per step; GRPO generates num_generations completions for each. TRL "
-            "counts completions here: TRL's value is this times num_generations (docs/training.md)."
+            "help": "TRL's meaning: sequences per device in one forward/backward micro-batch (GRPO: completions, "
+            "SFT: examples). A step trains on per_device_train_batch_size x gradient_accumulation_steps of them per "
+            "device; GRPO draws that / num_generations prompts for it."
+        },
+    )
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={
+            "help": "TRL's meaning: micro-batches whose gradients are summed before one optimizer update. GRPO "
+            "generates for all of them at once (TRL's steps_per_generation = gradient_accumulation_steps)."
         },
     )
     num_train_epochs: float = field(
@@ -259,9 +267,6 @@ class TrainingArguments:
             "output_dir is refused unless --resume_from_checkpoint is given."
         },
     )
-    logprob_batch_size: int = field(
-        default=16, metadata={"help": "Sequences per forward/backward micro-batch."}
-    )
     fsdp: str = field(
         default="",
         metadata={
@@ -270,6 +275,11 @@ class TrainingArguments:
             "every process holds the whole model (DDP)."
         },
     )
+
+    @property
+    def records_per_step(self) -> int:
+        """Records (SFT examples, GRPO prompts) each device draws per step."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
     def __post_init__(self) -> None:
         if isinstance(self.report_to, str):
@@ -333,7 +343,7 @@ class GRPOArguments(TrainingArguments):
             "help": "Old-policy, reference and current passes put each prompt (and its video) once per group, "
             "followed by its G completions, under an attention mask; same loss as the repeated layout, the prompt "
             "computed once instead of G times. Needs attn_implementation sdpa or eager; micro-batches then hold "
-            "whole groups (logprob_batch_size // num_generations, at least one)."
+            "whole groups (per_device_train_batch_size // num_generations, at least one)."
         },
     )
     head_aux_loss_weight: float = field(
@@ -420,6 +430,11 @@ class GRPOArguments(TrainingArguments):
     vllm_importance_sampling_clip_min: float | None = field(
         default=None, metadata={"help": "Lower bound of the ratio; None: none."}
     )
+
+    @property
+    def records_per_step(self) -> int:
+        """Prompts each device draws per step: its completions (TRL's unit) divided into groups of G."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps // self.num_generations
 
     def __post_init__(self) -> None:
         super().__post_init__()

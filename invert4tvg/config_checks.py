@@ -25,13 +25,13 @@ class ConfigError(UserError, ValueError):
 
 def check_training_arguments(args: Any) -> None:
     """Sizes and lengths shared by GRPO and SFT."""
-    if args.per_device_train_batch_size < 1:
-        raise ConfigError(
-            f"per_device_train_batch_size must be at least 1 (prompts per device per step), got "
-            f"{args.per_device_train_batch_size}: with 0 no step sees a sample and the run would save an untrained "
-            "model",
-            "per_device_train_batch_size",
-        )
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(
+                f"{name} must be at least 1, got {getattr(args, name)}: with 0 no step sees a sample and the run "
+                "would save an untrained model",
+                name,
+            )
     if args.max_steps <= 0 and not args.num_train_epochs > 0:
         raise ConfigError(
             f"nothing to train: max_steps is {args.max_steps} (unset) and num_train_epochs is "
@@ -66,6 +66,17 @@ def check_grpo_arguments(args: Any) -> None:
             "never moves the model. TRL's GRPO requires 2 or more as well; 8 is the usual value.",
             "num_generations",
         )
+    completions = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    if completions % args.num_generations:
+        prompts = max(completions // args.num_generations, 1)
+        raise ConfigError(
+            f"per_device_train_batch_size x gradient_accumulation_steps = {completions} completions per device per "
+            f"step is not a multiple of num_generations ({args.num_generations}): each device generates whole groups "
+            "of G completions of one prompt. per_device_train_batch_size counts completions, as in TRL; for "
+            f"{prompts} prompt(s) per device per step set per_device_train_batch_size "
+            f"{prompts * args.num_generations} (or a divisor of it, with gradient_accumulation_steps making up the rest)",
+            "per_device_train_batch_size",
+        )
     check_rewards(args.reward_funcs, args.reward_weights)
 
 
@@ -92,7 +103,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "max_grad_norm": _NON_NEGATIVE, "warmup_ratio": _FRACTION, "per_device_train_batch_size": _AT_LEAST_1,
     "num_train_epochs": _NON_NEGATIVE, "logging_steps": _NON_NEGATIVE, "save_steps": _NON_NEGATIVE,
     "save_total_limit": _NON_NEGATIVE, "eval_steps": _NON_NEGATIVE, "eval_max_samples": _AT_LEAST_1,
-    "logprob_batch_size": _AT_LEAST_1,
+    "gradient_accumulation_steps": _AT_LEAST_1,
     # GRPO
     "num_generations": (2, None, False, False), "max_completion_length": _AT_LEAST_1, "temperature": _POSITIVE,
     "top_p": (0, 1, True, False), "top_k": _NON_NEGATIVE, "beta": _NON_NEGATIVE, "epsilon": _NON_NEGATIVE,

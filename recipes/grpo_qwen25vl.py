@@ -34,11 +34,13 @@ from invert4tvg.config import (
     to_dict,
 )
 from invert4tvg.config_checks import check_inputs
+from invert4tvg.eval.metrics import summary_line
 from invert4tvg.eval.runner import evaluate
 from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
 from invert4tvg.training import trackers
+from invert4tvg.training.announce import end_lines, grpo_start_lines, say
 from invert4tvg.training.fsdp import gathered
 from invert4tvg.training.launch import check_launch
 from invert4tvg.training.output_dir import prepare_output_dir, replace_previous_run
@@ -140,10 +142,14 @@ def main(argv: list[str] | None = None) -> dict:
             max_bad_video_fraction=data_args.max_bad_video_fraction,
             evaluate=validate if val_records else None,
         )
+        n = accelerator.num_processes
+        say(accelerator, grpo_start_lines(args, model_args, policy.name, score.names, n, trainer.total_steps))
         trainer.train()
 
         results = {}
-        trainer.save_final()  # every process: sharded (FSDP2) weights are gathered, the main process writes
+        final = (
+            trainer.save_final()
+        )  # every process: sharded (FSDP2) weights are gathered, the main process writes
         if test_records:
             # Sharded weights are gathered once on every process; the main process evaluates with them.
             with gathered(trainer.model):
@@ -156,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
                         metadata={**metadata, "split": "test"},
                         **{**eval_options, "progress": True},
                     )
+        eval_dir = f"{args.output_dir}/eval" if test_records else None
+        say(accelerator, end_lines(final, "GRPO", eval_dir, summary_line(results) if results else ""))
     accelerator.end_training()
     return results
 

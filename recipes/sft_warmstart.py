@@ -29,6 +29,7 @@ from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.tasks import build_task_instance
 from invert4tvg.training import trackers
+from invert4tvg.training.announce import end_lines, say, sft_start_lines
 from invert4tvg.training.launch import check_launch
 from invert4tvg.training.output_dir import prepare_output_dir, replace_previous_run
 from invert4tvg.training.run_log import write_metadata
@@ -94,8 +95,13 @@ def main(argv: list[str] | None = None) -> None:
         max_bad_video_fraction=data_args.max_bad_video_fraction,
         grounding_records=grounding,
     )
+    n = accelerator.num_processes
+    say(accelerator, sft_start_lines(args, model_args, policy.name, n, trainer.total_steps))
     trainer.train()
-    trainer.save_final()  # every process: sharded (FSDP2) weights are gathered, the main process writes
+    final = (
+        trainer.save_final()
+    )  # every process: sharded (FSDP2) weights are gathered, the main process writes
+    say(accelerator, end_lines(final, "SFT"))
     accelerator.end_training()
 
 

@@ -36,6 +36,7 @@ T = TypeVar("T")
 _registry: dict[str, Any] = {}
 _instances: dict[str, Any] = {}
 _entry_points_loaded = False
+_from_entry_points: dict[str, str] = {}  # name -> "module:attr (distribution)", for origin()
 _lock = threading.RLock()
 
 
@@ -85,6 +86,10 @@ def _load_entry_points() -> None:
                 logger.warning("reward plugin %s (%s) failed to load: %s", ep.name, ep.value, err)
                 continue
             register(ep.name, target)
+            dist = getattr(ep, "dist", None)
+            _from_entry_points[ep.name] = f"{ep.value}" + (
+                f", package {dist.name}" if dist is not None else ""
+            )
 
 
 def reload_entry_points() -> None:
@@ -222,6 +227,19 @@ def available() -> list[str]:
     """Names of all registered rewards, built-in and plugin, sorted."""
     _load_entry_points()
     return sorted(_registry)
+
+
+def origin(name: str) -> str:
+    """Where reward ``name`` comes from, for the line a run starts with: ``built-in``, ``entry point
+    module:attr, package P``, ``file path/to/file.py`` or ``module module.path``."""
+    target = _lookup(name)
+    if name in _from_entry_points:
+        return f"entry point {_from_entry_points[name]}"
+    if is_path(name):
+        module = name.rpartition(":")[0] or name.rpartition(".")[0]
+        return f"file {module}" if module.endswith(".py") or "/" in module else f"module {module}"
+    module = getattr(target, "__module__", "") or ""
+    return "built-in" if module.split(".")[0] == "rewards" else f"registered by {module}"
 
 
 def is_builtin(name: str) -> bool:

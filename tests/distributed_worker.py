@@ -76,11 +76,12 @@ def setup(
         beta=0.04,
         loss_type=loss_type,
         max_completion_length=12,
-        per_device_train_batch_size=share,
+        # `share` prompts per process in micro-batches of 2 completions: no_sync on all but the last
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=share * NUM_GENERATIONS // 2,
         max_steps=1,
         max_grad_norm=0.0,
         report_to=[],
-        logprob_batch_size=2,  # several micro-batches per process: no_sync on all but the last
     )
     args = GRPOArguments(**{**options, **overrides})
     engine = HFEngine(policy.model, policy.processor)
@@ -165,8 +166,9 @@ def run_steps(
     from invert4tvg.training.fsdp import full_tensor, full_weights
 
     trainer, rollouts, advantages, _ = setup(
-        model_dir, bench, out, "dapo", accelerator, max_steps=steps, logprob_batch_size=micro,
-        max_grad_norm=1.0, **overrides,
+        model_dir, bench, out, "dapo", accelerator, max_steps=steps, max_grad_norm=1.0,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=1,  # _update runs on setup's rollouts
+        **overrides,
     )  # fmt: skip
     accelerator = trainer.accelerator
     losses, norms, kls = [], [], []
@@ -229,6 +231,9 @@ def fsdp_suite(model_dir: str, bench: str, out: str) -> None:
     # Unequal lengths: the processes run different numbers of forwards inside one gathered generate call.
     tokens = rollout_tokens(trainer, requests, ROLLOUT_TOKENS[rank])
     (Path(out) / f"rollouts_{rank}.json").write_text(json.dumps(tokens))
+    sync = trainer.policy.weights_for_sync()  # what a vLLM / Ray engine receives: whole tensors from the shards
+    if rank == 0:
+        torch.save(sync, Path(out) / "sync.pt")
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(cpu=True, mixed_precision="bf16")
     trainer, rollouts, _, _ = setup(

@@ -26,7 +26,7 @@ def grpo_args(bench: Path, train: Path, model: Path, out: Path, *extra: str) -> 
         "--video_dir", str(bench / "videos"),
         "--frame_cache_dir", str(out.parent / "frame-cache"),
         "--output_dir", str(out),
-        "--per_device_train_batch_size", "2",
+        "--per_device_train_batch_size", "4",
         "--num_generations", "2",
         "--max_completion_length", "8",
         "--report_to", "none",

@@ -107,8 +107,8 @@ def test_two_process_recipe_uneven_batches_bad_videos_schedule_and_resume(
     assert {Path(r.video).name for r in rank0_first} - broken, "process 0 must keep a readable video"
     videos = broken_video_dir(tiny_bench, tmp_path / "videos", broken)
     common = [
-        "--per_device_train_batch_size",
-        "2",
+        "--per_device_train_batch_size",  # completions: 2 videos x 4 (TRL's unit)
+        "8",
         "--max_steps",
         "4",
         "--lr_scheduler_type",
@@ -142,7 +142,7 @@ def test_two_process_recipe_uneven_batches_bad_videos_schedule_and_resume(
     assert logged[3]["epoch"] == pytest.approx(1.0) and logged[4]["epoch"] > 1.0
     # linear decay over 4 updates, stepped once per update (not once per process)
     for step in range(1, 5):
-        assert logged[step]["lr"] == pytest.approx(1e-4 * (4 - step) / 4, abs=1e-12)
+        assert logged[step]["learning_rate"] == pytest.approx(1e-4 * (4 - step) / 4, abs=1e-12)
     # the log describes the global batch: 2 processes x 2 videos x 4 completions
     assert all(r["sequences"] == 16 for r in logged.values())
 
@@ -193,7 +193,7 @@ def test_two_process_sft_and_grpo_train_a_heads_module(tiny_model_dir, tiny_benc
     grpo = tmp_path / "grpo"
     args = recipe_args(tiny_bench, train, straight / "final", grpo)
     args += ["--prompt_templates", str(REPO / "recipes/configs/prompts/tiny_heads.yaml")]
-    args += ["--per_device_train_batch_size", "2", "--max_steps", "2", "--tvg_probability", "1.0"]
+    args += ["--per_device_train_batch_size", "8", "--max_steps", "2", "--tvg_probability", "1.0"]
     args += ["--max_completion_length", "12", "--save_steps", "0", "--frame_cache_dir", ""]
     torchrun(2, "recipe", *args)
     rows = [json.loads(x) for x in (grpo / "metrics.jsonl").read_text().splitlines()]

@@ -6,9 +6,12 @@ things in this process without sharding and compares:
 - 3 GRPO updates on a fixed global batch (fp32): loss, gradient norm before clipping and every weight, with one and
   with two micro-batches per process, one optimizer step per update;
 - seeded rollouts of each process's own prompts, of unequal lengths, through the sharded model (gathered once per
-  ``generate`` call);
+  ``generate`` call), and the weight-sync payload (whole tensors read from the shards);
 - under bf16 autocast, the sharded reference equals the sharded policy at step 0 (KL = 0) and keeps its buffers'
   dtypes.
+
+The recipes themselves then run sharded: GRPO through a sharded checkpoint and a bit-exact resume to a consolidated
+``final/``, and the SFT warm start against DDP.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ def test_rollouts_under_fsdp2_are_the_unsharded_tokens(sharded, tiny_model_dir, 
         assert got == expected, f"process {rank}"
         assert all(len(ids) <= max_tokens for group in got for ids in group)
     assert max(len(ids) for group in got for ids in group) <= 5  # process 1 ran fewer forwards than process 0
+    # The weight-sync payload of a sharded policy: the whole trainable tensors, as the unsharded policy's.
+    sync, expected = torch.load(sharded / "sync.pt", weights_only=True), trainer.policy.weights_for_sync()
+    assert sync.keys() == expected.keys() and all(torch.equal(sync[k], expected[k]) for k in expected)
 
 
 def test_fsdp2_reference_is_the_policy_at_step_0_under_bf16(sharded):
@@ -77,7 +83,14 @@ def test_fsdp2_recipe_sharded_checkpoint_resumes_bit_exact_and_final_loads(
     from test_grpo_training import recipe_args
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    common = ["--fsdp", "full_shard", "--max_steps", "3", "--per_device_train_batch_size", "1"]
+    common = [
+        "--fsdp",
+        "full_shard",
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "2",
+    ]  # 1 prompt x G
     common += ["--num_generations", "2", "--test_annotations", ""]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train = tiny_bench / "train.json"
@@ -117,3 +130,39 @@ def test_checkpoint_metadata_that_would_run_code_is_refused(tmp_path):
 
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
         _MetadataUnpickler(__import__("io").BytesIO(pickle.dumps(Exploit()))).load()
+
+
+def test_fsdp2_sft_trains_the_weights_ddp_trains(tiny_model_dir, tiny_bench, tmp_path):
+    """The SFT warm start under FSDP2 and under DDP, 2 processes each, the same data: the same final weights (fp32),
+    and the sharded run's checkpoint holds shards."""
+    from safetensors.torch import load_file
+
+    common = ["--config", "recipes/configs/sft_tiny_cpu.yaml", "--model_name_or_path", str(tiny_model_dir)]
+    common += [
+        "--train_annotations",
+        str(tiny_bench / "train.json"),
+        "--video_dir",
+        str(tiny_bench / "videos"),
+    ]
+    common += [
+        "--frame_cache_dir",
+        "",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_steps",
+        "3",
+        "--save_steps",
+        "2",
+    ]
+    common += ["--report_to", "none"]
+    torchrun(2, "sft", *common, "--output_dir", str(tmp_path / "ddp"))
+    torchrun(2, "sft", *common, "--output_dir", str(tmp_path / "fsdp"), "--fsdp", "full_shard")
+    assert (tmp_path / "fsdp/checkpoints/step_2/sharded/.metadata").is_file()
+    ddp, sharded = (
+        load_file(tmp_path / "ddp/final/model.safetensors"),
+        load_file(tmp_path / "fsdp/final/model.safetensors"),
+    )
+    start = load_file(tiny_model_dir / "model.safetensors")
+    assert ddp.keys() == sharded.keys() and any(not torch.equal(ddp[k], start[k]) for k in ddp)
+    for name in ddp:
+        torch.testing.assert_close(sharded[name], ddp[name], rtol=1e-5, atol=2e-6, msg=name)

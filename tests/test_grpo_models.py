@@ -40,10 +40,9 @@ def make_trainer(policy, tiny_bench, tiny_sampling, tmp_path, accelerator=None, 
         num_generations=2,
         beta=0.04,
         max_completion_length=6,
-        per_device_train_batch_size=2,
+        per_device_train_batch_size=4,  # 2 prompts x 2 completions
         max_steps=2,
         report_to=[],
-        logprob_batch_size=64,
         seed=0,
     )
     return GRPOTrainer(

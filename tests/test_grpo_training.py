@@ -74,7 +74,7 @@ def recipe_args(bench: Path, train: Path, model: Path, out: Path, *extra: str) -
         "--output_dir",
         str(out),
         "--per_device_train_batch_size",
-        "4",
+        "16",  # completions: 4 prompts x 4
         "--num_generations",
         "4",
         "--max_completion_length",
@@ -208,10 +208,9 @@ def test_video_tensors_reach_old_reference_and_current_passes(
         num_iterations=2,
         beta=0.04,
         max_completion_length=6,
-        per_device_train_batch_size=2,
+        per_device_train_batch_size=4,  # 2 prompts x 2 completions
         max_steps=1,
         report_to=[],
-        logprob_batch_size=64,
     )
     engine = HFEngine(policy.model, policy.processor)
     trainer = GRPOTrainer(

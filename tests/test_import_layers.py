@@ -17,8 +17,9 @@ PACKAGES = ("invert4tvg", "rewards")
 LAYERS: list[tuple[str, tuple[str, ...], str]] = [
     (
         "root",
-        ("invert4tvg", "invert4tvg._compat", "invert4tvg.errors"),
-        "the package, the torchvision fix every import needs first, and the user-error class every layer raises",
+        ("invert4tvg", "invert4tvg._compat", "invert4tvg._build", "invert4tvg.errors"),
+        "the package, the torchvision fix every import needs first, the build step that installs it, and the "
+        "user-error class every layer raises",
     ),
     ("rewards", ("rewards",), "verifiable rewards and the NLP backend: TRL's reward signature, no model"),
     ("data", ("invert4tvg.data",), "records, dataset formats, video decoding, the synthetic benchmark"),

@@ -101,7 +101,7 @@ def test_update_phase_estimate_matches_the_tiny_models_measured_peak(tiny_model_
 
     trainer, rollouts, advantages, _ = distributed_worker.setup(
         str(tiny_model_dir), str(tiny_bench), str(tmp_path), accelerator=Accelerator(cpu=True),
-        logprob_batch_size=8, max_grad_norm=1.0,
+        per_device_train_batch_size=8, gradient_accumulation_steps=1, max_grad_norm=1.0,
     )  # fmt: skip
     trainer.optimise(trainer.prepare_batch(rollouts, advantages.values))
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -116,7 +116,7 @@ def test_update_phase_estimate_matches_the_tiny_models_measured_peak(tiny_model_
     video = int(batch.inputs["video_grid_thw"].prod(-1)[0]) // 4
     setup = mp.Setup(
         half_precision=False, freeze_vision_tower=False, video_tokens=video, max_completion_length=completion,
-        logprob_batch_size=8, prompt_tokens=width - completion - video,
+        micro_batch=8, prompt_tokens=width - completion - video,
     )  # fmt: skip
     planned = mp.plan(mp.shapes(str(tiny_model_dir)), setup)
     estimate = sum(planned.terms[k] for k in planned.update)

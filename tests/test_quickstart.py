@@ -1,8 +1,10 @@
-"""The README's quick start, run as written in a copy of the repository's files (what a fresh clone holds).
+"""The README's quick start, then every other shell block marked runnable in README.md and docs/*.md, run as
+written in a copy of the repository's files (what a fresh clone holds).
 
-The commands are read from the README's quick-start block, so the test fails when the README and the code part.
-They run at toy size: each command gets the overrides in :data:`TOY` appended (the command line's last value wins),
-and the `pip install` line is skipped (the package under test is imported from the copy through PYTHONPATH).
+A runnable block is fenced as ```` ```bash runnable ````. The commands are read from the documents, so the test fails
+when the docs and the code part. They run at toy size: each command gets the overrides in :data:`TOY` for its kind
+appended (the command line's last value wins), and the environment lines (`python -m venv`, activation,
+`pip install`) are skipped: the package under test is imported from the copy through PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -24,24 +26,56 @@ REPO = Path(__file__).resolve().parents[1]
 TOY = {
     "synth": ["--num-videos", "12"],
     "train": ["--max_steps", "3"],  # keeps the config's report_to: [tensorboard]
+    "eval": ["--max-samples", "4"],
     "launch": [
-        "--max_steps", "2", "--per_device_train_batch_size", "2", "--num_generations", "2",
+        "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "2",
         "--max_completion_length", "16", "--report_to", "none",
     ],
 }  # fmt: skip
 
 
-def readme_commands() -> list[list[str]]:
-    text = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- quick-start[^>]*-->\s*```bash\n(.*?)```\s*<!-- /quick-start -->", text, re.S)
-    assert block, "README.md lost its quick-start block"
-    joined = block.group(1).replace("\\\n", " ")
+def block_commands(block: str) -> list[list[str]]:
+    """A shell block's commands (continuation lines joined), without the environment setup lines."""
     commands = []
-    for line in joined.splitlines():
+    for line in block.replace("\\\n", " ").splitlines():
         words = shlex.split(line, comments=True)
-        if words and words[:2] != ["pip", "install"]:
+        if words and words[:2] != ["pip", "install"] and words[:3] != ["python", "-m", "venv"]:
             commands.append(words)
     return commands
+
+
+def readme_commands() -> list[list[str]]:
+    text = (REPO / "README.md").read_text()
+    block = re.search(
+        r"<!-- quick-start[^>]*-->\s*```bash[^\n]*\n(.*?)```\s*<!-- /quick-start -->", text, re.S
+    )
+    assert block, "README.md lost its quick-start block"
+    return block_commands(block.group(1))
+
+
+def runnable_blocks() -> list[tuple[str, list[list[str]]]]:
+    """(document, commands) of every block fenced ```` ```bash runnable ```` but the README's quick start: README.md
+    first, then docs/*.md by name."""
+    found = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for block in re.findall(r"^```bash runnable\n(.*?)^```", path.read_text(), re.S | re.M):
+            found.append((path.name, block_commands(block)))
+    quick_start = readme_commands()
+    return [(name, commands) for name, commands in found if commands != quick_start]
+
+
+def kind(words: list[str]) -> str:
+    """Which :data:`TOY` overrides a documented command gets."""
+    script = next((w for w in words if w.startswith("recipes/")), "")
+    if words[:2] == ["invert4tvg", "synth"]:
+        return "synth"
+    if words[:2] == ["invert4tvg", "eval"]:
+        return "eval"
+    if "sft_warmstart" in script or (words[:2] == ["invert4tvg", "train"] and "--sft" in words):
+        return "train"
+    if "grpo_qwen25vl" in script or words[:2] == ["invert4tvg", "train"]:
+        return "launch"
+    raise AssertionError(f"no toy size for a documented command: {shlex.join(words)}")
 
 
 def fresh_copy(dst: Path) -> Path:
@@ -62,6 +96,19 @@ def fresh_copy(dst: Path) -> Path:
     return dst
 
 
+def toy(words: list[str]) -> list[str]:
+    """The :data:`TOY` overrides for a documented command, except a length the command sets itself (a head whose
+    answer needs 26 tokens is documented with them)."""
+    overrides = TOY[kind(words)]
+    pairs = [overrides[i : i + 2] for i in range(0, len(overrides), 2)]
+    return [
+        w
+        for flag, value in pairs
+        if flag != "--max_completion_length" or flag not in words
+        for w in (flag, value)
+    ]
+
+
 def executable(words: list[str]) -> list[str]:
     """The README's program names as this interpreter runs them."""
     program, rest = words[0], words[1:]
@@ -69,7 +116,9 @@ def executable(words: list[str]) -> list[str]:
         return [sys.executable, "-m", "invert4tvg.cli", *rest]
     if program == "accelerate":
         return [sys.executable, "-m", "accelerate.commands.launch", *rest[1:]]  # rest[0] == "launch"
-    raise AssertionError(f"unexpected program in the quick start: {program}")
+    if program == "python":
+        return [sys.executable, *rest]
+    raise AssertionError(f"unexpected program in a runnable block: {program}")
 
 
 def run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -123,9 +172,31 @@ def test_readme_quick_start_from_a_fresh_clone(tmp_path):
     done = run(evaluate, clone)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "default prompts" not in done.stderr
-    again = json.loads((run_dir / "eval-again" / "metrics.json").read_text())
+    again = json.loads(
+        (run_dir / "eval-test" / "metrics.json").read_text()
+    )  # --out's default: next to final/
     keys = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "VC", "AR", "VD")
     assert {k: again[k] for k in keys} == {k: trained[k] for k in keys}
     assert again["counts"]["samples"] == trained["counts"]["samples"] > 0
     assert again["metadata"]["config"] == str(run_dir.relative_to(clone) / "metadata.json")
     assert re.search(r"R1@0\.3=\d+\.\d .*mIoU=\d+\.\d .*\(parser answer, \d+ queries", done.stdout)
+
+    # Every other runnable block of the docs, in the same clone: the quick start made the benchmark and the tiny
+    # model they start from.
+    for name, commands in runnable_blocks():
+        for words in commands:
+            done = run([*words, *toy(words)], clone)
+            assert done.returncode == 0, f"{name}: {shlex.join(words)}\n{done.stderr[-4000:]}"
+    assert (clone / "runs" / "heads" / "sft" / "eval-test" / "metrics.json").is_file()  # docs/heads.md's eval
+    assert (clone / "runs" / "heads" / "grpo" / "final").is_dir()
+
+
+def test_the_docs_have_runnable_blocks_the_quick_start_test_can_run():
+    """Cheap check of what the slow test above runs: the blocks are found and each command has a toy size."""
+    blocks = runnable_blocks()
+    assert "heads.md" in [name for name, _ in blocks]
+    for name, commands in blocks:
+        assert commands, f"{name}: an empty runnable block"
+        for words in commands:
+            assert words[0] in ("invert4tvg", "accelerate", "python"), f"{name}: {shlex.join(words)}"
+            kind(words)

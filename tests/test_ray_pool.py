@@ -250,7 +250,7 @@ def run_grpo(recipe, monkeypatch, bench: Path, model: Path, out: Path, kill_at_c
             "--video_dir", str(bench / "videos"),
             "--frame_cache_dir", str(out.parent / "frame-cache"),
             "--output_dir", str(out),
-            "--per_device_train_batch_size", "2",
+            "--per_device_train_batch_size", "8",
             "--num_generations", "4",
             "--max_completion_length", "24",
             "--max_steps", "3",

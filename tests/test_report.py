@@ -127,7 +127,7 @@ def write_run(
             "task": task,
             "loss": 0.1,
             "kl": 0.001 * step * (1 + level),
-            "completion_len": 40 + step * (1 + level) + rng.gauss(0, 3),
+            "completions/mean_length": 40 + step * (1 + level) + rng.gauss(0, 3),
             "reward": rng.random(),
         }
         if task == "tvg":
@@ -373,3 +373,47 @@ def test_fallbacks_and_duplicates(tmp_path):
     write_run(tmp_path / "r2", "time_r1", 1, [0.5])
     runs, skipped = load_dirs([tmp_path / "r2", tmp_path / "r2" / "eval"])
     assert len(runs) == 1 and "already read as the evaluation of" in skipped[0]
+
+
+def test_two_runs_of_one_seed_are_refused(tmp_path, capsys):
+    from invert4tvg.cli import main
+
+    write_run(tmp_path / "a", "time_r1", 0, [0.5, 0.2])
+    write_run(tmp_path / "b", "time_r1", 0, [0.5, 0.2])  # the same setting and seed again
+    with pytest.raises(ReportInputError, match=r"time_r1: .*a and .*b both have seed 0; averaging them"):
+        build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "report")
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "r")]) == 2
+    assert "both have seed 0" in capsys.readouterr().out
+
+
+def test_curves_plot_every_reward_and_readable_single_points(tmp_path, monkeypatch):
+    from invert4tvg.eval import plots
+
+    write_run(tmp_path / "run", "invert4tvg", 0, [0.5], steps=6)
+    log = tmp_path / "run" / "metrics.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    for row in rows:  # a reward given by path, logged on every step; VC drawn once, scoring 1.0
+        row["rewards/span_inside_video/mean"] = 0.5
+        row.pop("reward/vc", None)
+    rows[2]["reward/vc"] = 1.0
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: figures.append(fig) or out)
+    plots.plot_training_curves(group_runs([load_dir(tmp_path / "run")]), tmp_path / "curves.png")
+    axes = {ax.get_title(): ax for ax in figures[0].axes if ax.get_title()}
+    assert "reward span_inside_video (mean over the completions it scored)" in axes
+    flat = axes["reward span_inside_video (mean over the completions it scored)"]
+    assert flat.get_ylim()[0] <= 0.0 and flat.get_ylim()[1] >= 0.5  # a flat 0.5 is shown against 0
+    single = axes["VC reward (verb completion)"]
+    low, high = single.get_ylim()
+    assert low <= 0.0 and high >= 1.0 and high - low > 0.5  # not 0.96 to 1.04
+    assert single.get_xlim() == (1.0, 3.0)  # one step either side of step 2
+
+
+def test_error_bars_of_percentages_stay_in_0_to_100():
+    import numpy as np
+
+    from invert4tvg.eval.plots import percent_bars
+
+    bars = percent_bars(np.array([5.0, 50.0, 98.0]), np.array([8.0, 8.0, 5.0]))
+    assert bars.tolist() == [[5.0, 8.0, 5.0], [8.0, 8.0, 2.0]]  # (below, above): 5 - 5 = 0, 98 + 2 = 100

@@ -103,9 +103,10 @@ print(json.dumps({
     "module": fn.__module__,
     "scores": fn(completions, duration=[30.0, 30.0, 30.0]),
     "guarded": rewards.build("span_in_video", on_error="zero")(completions[:1], duration=["?"]),
+    "origin": rewards.registry.origin("span_in_video"),  # what a run's first lines say about it
 }))
 """
-    env = dict(os.environ, PYTHONPATH=str(target))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(ROOT)]))
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=True
     )
@@ -115,6 +116,7 @@ print(json.dumps({
         "module": "invert4tvg_reward_example",
         "scores": [1.0, 0.0, 0.0],
         "guarded": [0.0],
+        "origin": "entry point invert4tvg_reward_example:span_in_video, package invert4tvg-reward-example",
     }
 
 

@@ -198,7 +198,7 @@ def test_non_finite_weights_stop_the_run_and_name_the_last_good_checkpoint(
     out = tmp_path / "run"
     args = grpo_args(tiny_bench, train_file, tiny_model_dir, out, "--max_steps", "3", *FAST)
     args += ["--learning_rate", "1e30", "--lr_scheduler_type", "linear", "--warmup_ratio", "0.3"]
-    args += ["--num_generations", "4", "--per_device_train_batch_size", "1"]
+    args += ["--num_generations", "4", "--per_device_train_batch_size", "4"]
     args += ["--reward_funcs", "invert4tvg", "safety_length"]
     with pytest.raises(NonFiniteError, match=r"NaN/inf after step 2.*Last good checkpoint: .*step_1"):
         grpo.main(args)

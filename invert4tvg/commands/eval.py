@@ -42,7 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--durations", help="durations file (charades-sta)")
     parser.add_argument("--video-dir", help="where the videos are")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--out",
+        help="output directory (default: next to the model: RUN/eval-SPLIT for --model RUN/final, DIR-eval-SPLIT "
+        "for another directory, runs/eval/NAME-SPLIT for a hub id)",
+    )
     parser.add_argument(
         "--setting",
         help="name this evaluation's setting in reports (e.g. time_r1, invert4tvg); default: the training run's "
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from invert4tvg.builders import build_engine, frame_cache, load_split, load_templates
     from invert4tvg.config import DataArguments, ModelArguments, TaskArguments, parse_config
     from invert4tvg.eval import settings
+    from invert4tvg.eval.metrics import summary_line
     from invert4tvg.eval.runner import evaluate
     from invert4tvg.policy.loading import load_policy
     from rewards import nlp
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             setattr(data_args, field, getattr(args, field))
     if args.annotations:
         setattr(data_args, f"{args.split}_annotations", args.annotations)
+    out = Path(args.out) if args.out else default_out(args.model, args.split)
     records = load_split(data_args, args.split)[: args.max_samples]  # val/test: ground truth as published
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # as in training: the VC mask and the verb rewards
     policy = load_policy(model_args, for_training=False)
@@ -130,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             policy,
             engine,
             records,
-            args.out,
+            out,
             video_sampling=data_args.sampling(),
             templates=load_templates(task_args, policy),
             action_tasks=[t for t in args.tasks.split(",") if t],
@@ -151,10 +157,20 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         engine.close()
-    keys = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "VC", "AR", "VD")
-    print(
-        " ".join(f"{k}={metrics[k]:.1f}" for k in keys if metrics.get(k) is not None)
-        + f" (parser {metrics['parser']}, {metrics['counts']['samples']} queries, "
-        f"{metrics['counts']['gt_past_video_end']} ground-truth spans past the video's end)"
-    )
+    print(summary_line(metrics))
+    print(f"predictions.jsonl and metrics.json are in {out}")
     return 0
+
+
+def default_out(model: str, split: str) -> Path:
+    """Next to a local model directory: ``RUN/final`` -> ``RUN/eval-test`` (with the run it belongs to, never over
+    the run's own ``eval/``), any other ``DIR`` -> ``DIR-eval-test``; a hub id -> ``runs/eval/NAME-test``."""
+    path = Path(model)
+    if path.is_dir():
+        path = path.absolute()
+        return (
+            path.parent / f"eval-{split}"
+            if path.name == "final"
+            else path.parent / f"{path.name}-eval-{split}"
+        )
+    return Path("runs") / "eval" / f"{model.replace('/', '--')}-{split}"

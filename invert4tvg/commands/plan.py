@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         f"{model_args.model_name_or_path}: {mode} fine-tuning on {args.num_processes} GPU(s) of "
         f"{args.gpu_memory_gb:g} GiB; {(shapes.language + shapes.vision) / 1e9:.2f} B parameters "
         f"({shapes.language / 1e9:.2f} B language, {shapes.vision / 1e9:.2f} B vision); micro-batch "
-        f"{setup.logprob_batch_size} x {setup.sequence_length} tokens ({setup.video_tokens} video + "
+        f"{setup.micro_batch} x {setup.sequence_length} tokens ({setup.video_tokens} video + "
         f"{setup.prompt_tokens} prompt + {setup.max_completion_length} completion)"
     )
     print(mp.render(mp.plan(shapes, setup, budget), budget))

@@ -249,3 +249,22 @@ def aggregate_metrics(
 ) -> dict[str, SeedStats]:
     """:func:`aggregate_seeds` for each metric key across several runs' metrics dicts."""
     return {k: aggregate_seeds(run.get(k) for run in runs) for k in keys}
+
+
+SUMMARY_KEYS: tuple[str, ...] = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "VC", "AR", "VD")
+
+
+def summary_line(metrics: Mapping[str, Any]) -> str:
+    """One line for people: every metric to one decimal, the parser, the query count and, when some answers did
+    not parse, how many (they score IoU 0, so a line of zeros says why)."""
+    counts = metrics.get("counts") or {}
+    samples = counts.get("samples", 0)
+    notes = [f"parser {metrics.get('parser', 'answer')}", f"{samples} queries"]
+    failed = counts.get("parse_failures", 0)
+    if failed:
+        notes.append(f"{failed} of {samples} answers did not parse (IoU 0)")
+    past_end = counts.get("gt_past_video_end")
+    if past_end:
+        notes.append(f"{past_end} ground-truth spans past the video's end")
+    values = " ".join(f"{k}={metrics[k]:.1f}" for k in SUMMARY_KEYS if metrics.get(k) is not None)
+    return f"{values} ({', '.join(notes)})"

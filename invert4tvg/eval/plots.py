@@ -7,6 +7,7 @@ has the same colour in every figure of a report.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,17 +29,20 @@ CURVE_PANELS: tuple[tuple[str, str, str], ...] = (
     ("reward/vd", "VD reward (video description)", "reward"),
     ("iou", "rollout IoU (TVG steps)", "IoU"),
     ("kl", "KL to the reference policy", "KL"),
-    ("completion_len", "completion length", "tokens"),
+    ("completions/mean_length", "completion length", "tokens"),
     ("eval/mIoU", "validation mIoU", "mIoU (%)"),
     # Action understanding on the validation clips during RL (the paper's Figure 1, right).
     ("eval/VC", "validation VC accuracy", "accuracy (%)"),
     ("eval/AR", "validation AR accuracy", "accuracy (%)"),
     ("eval/VD", "validation VD accuracy", "accuracy (%)"),
 )
+# Logs written before the TRL names were adopted (issue 28) name the same quantity differently.
+LEGACY_KEYS = {"completions/mean_length": "completion_len"}
 EVAL_KEYS = frozenset({"eval/mIoU", "eval/VC", "eval/AR", "eval/VD"})
 SPARSE_KEYS = frozenset({"reward/vc", "reward/ar", "reward/vd"}) | EVAL_KEYS
 UNSMOOTHED_KEYS = EVAL_KEYS  # validation results are measurements, not noisy per-step estimates
 MAX_BINS = 40
+REWARD_KEY = re.compile(r"rewards/([^/]+)/mean")
 
 
 def group_colors(groups: Sequence[RunGroup]) -> dict[str, tuple]:
@@ -49,7 +53,8 @@ def group_colors(groups: Sequence[RunGroup]) -> dict[str, tuple]:
 def _series(group: RunGroup, key: str) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for run in group.runs:
-        pts = [(row["step"], row[key]) for row in run.curves if key in row]
+        name = key if any(key in row for row in run.curves) else LEGACY_KEYS.get(key, key)
+        pts = [(row["step"], row[name]) for row in run.curves if name in row]
         if pts:
             arr = np.asarray(pts, dtype=float)
             out.append((arr[:, 0], arr[:, 1]))
@@ -78,9 +83,40 @@ def _trend(steps: np.ndarray, values: np.ndarray, key: str) -> tuple[np.ndarray,
     return xs, ys
 
 
+def reward_panels(groups: Sequence[RunGroup]) -> list[tuple[str, str, str]]:
+    """A panel per ``rewards/<name>/mean`` any run logged (TRL's key: built-in, plugin and path rewards alike)."""
+    keys = sorted(
+        {k for g in groups for run in g.runs for row in run.curves for k in row if REWARD_KEY.fullmatch(k)}
+    )
+    return [
+        (k, f"reward {REWARD_KEY.fullmatch(k).group(1)} (mean over the completions it scored)", "reward")
+        for k in keys
+    ]
+
+
+def _sparse(groups: Sequence[RunGroup], key: str) -> bool:
+    """Drawn as points: a quantity logged on only some steps (a task's reward on the steps that drew it)."""
+    return key in SPARSE_KEYS or any(
+        0 < sum(key in row for row in run.curves) < 0.9 * len(run.curves) for g in groups for run in g.runs
+    )
+
+
+def _readable_limits(ax: plt.Axes, xs: np.ndarray, ys: np.ndarray) -> None:
+    """Matplotlib frames a single point or a flat line in +-4% of its value (a lone 1.0 on 0.96 to 1.04): show
+    it against zero instead, and one step either side of a single step."""
+    ys = ys[~np.isnan(ys)]
+    if len(ys) and np.ptp(ys) < 1e-9:
+        low, high = min(0.0, float(ys[0])), max(0.0, float(ys[0]))
+        high = high if high > low else low + 1.0
+        pad = 0.05 * (high - low)
+        ax.set_ylim(low - pad, high + pad)
+    if len(xs) and np.ptp(xs) == 0:
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+
+
 def plot_training_curves(groups: Sequence[RunGroup], out: Path) -> Path | None:
     """One panel per logged quantity; faint: each seed's raw log, bold: the setting's trend over seeds."""
-    panels = [p for p in CURVE_PANELS if any(_series(g, p[0]) for g in groups)]
+    panels = [p for p in (*CURVE_PANELS, *reward_panels(groups)) if any(_series(g, p[0]) for g in groups)]
     if not panels:
         return None
     colors = group_colors(groups)
@@ -89,13 +125,16 @@ def plot_training_curves(groups: Sequence[RunGroup], out: Path) -> Path | None:
     height = 3.0 * nrows + 0.5 + 0.25 * -(-len(groups) // 5)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, height), squeeze=False, layout="constrained")
     for ax, (key, title, ylabel) in zip(axes.flat, panels):
+        sparse = _sparse(groups, key)
+        drawn = [s for g in groups for s in _series(g, key)]
+        _readable_limits(ax, np.concatenate([s for s, _ in drawn]), np.concatenate([v for _, v in drawn]))
         for g in groups:
             series = _series(g, key)
             if not series:
                 continue
             color = colors[g.label]
             for steps, values in series:
-                if key in SPARSE_KEYS:
+                if sparse:
                     ax.scatter(steps, values, s=10, color=color, alpha=0.45, linewidths=0)
                 else:
                     ax.plot(steps, values, color=color, alpha=0.2, linewidth=0.8)
@@ -119,6 +158,14 @@ def plot_training_curves(groups: Sequence[RunGroup], out: Path) -> Path | None:
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), frameon=False)
     fig.suptitle("Training curves (faint: each seed; bold: mean over seeds, smoothed)", fontsize=11)
     return _save(fig, out)
+
+
+def percent_bars(mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Error bars of percentages as (below, above), cut at 0 and 100: an accuracy of 5 +- 8 is drawn from 0 to 13,
+    never below 0%."""
+    below = np.minimum(spread, np.clip(mean, 0, 100))
+    above = np.minimum(spread, 100 - np.clip(mean, 0, 100))
+    return np.nan_to_num(np.vstack([below, above]))
 
 
 def sweep_groups(groups: Sequence[RunGroup]) -> list[RunGroup]:
@@ -165,7 +212,9 @@ def plot_p_sweep(
             mean = np.array([np.nan if s.mean is None else s.mean for s in stats])
             std = np.array([0.0 if s.std is None else s.std for s in stats])
             nudge = (i - (len(keys) - 1) / 2) * 0.008 * span
-            ax.errorbar(x + nudge, mean, yerr=std, marker="o", capsize=3, color=cmap(i), label=key)
+            ax.errorbar(
+                x + nudge, mean, yerr=percent_bars(mean, std), marker="o", capsize=3, color=cmap(i), label=key
+            )
             pub = [
                 (xi, e.metrics[key]) for xi, e in zip(x, published) if e and e.metrics.get(key) is not None
             ]
@@ -219,8 +268,9 @@ def plot_ablation(
             mean = [np.nan if s.mean is None else s.mean for s in stats]
             std = [0.0 if s.std is None else s.std for s in stats]
             xs = centers - 0.4 + bar_w * (j + 0.5)
-            ax.bar(xs, mean, bar_w * 0.92, yerr=std, capsize=2, color=colors[g.label], label=g.label)
-            for xi, m, sd in zip(xs, mean, std):
+            bars = percent_bars(np.array(mean), np.array(std))
+            ax.bar(xs, mean, bar_w * 0.92, yerr=bars, capsize=2, color=colors[g.label], label=g.label)
+            for xi, m, sd in zip(xs, mean, bars[1]):
                 if not np.isnan(m):
                     ax.text(xi, m + sd + 1, f"{m:.0f}", ha="center", va="bottom", fontsize=6)
             entry = matching_entry(g, entries)

@@ -22,7 +22,7 @@ from typing import Any
 from invert4tvg.eval.bootstrap import differences_section, write_differences
 from invert4tvg.eval.metrics import ACTION_KEYS, GROUNDING_KEYS, METRIC_KEYS, SeedStats, aggregate_metrics
 from invert4tvg.eval.paper import PaperEntry, entries_for_groups, load_paper_results, matching_entry
-from invert4tvg.eval.runs import RunGroup, RunResult, group_runs, load_dirs
+from invert4tvg.eval.runs import ReportInputError, RunGroup, RunResult, group_runs, load_dirs
 
 log = logging.getLogger(__name__)
 
@@ -255,12 +255,18 @@ def build_report(
         )
     warnings = [w for r in runs for w in r.warnings]
     groups = group_runs(runs)
-    for g in groups:
-        seeds = [s for s in g.seeds if s is not None]
-        if len(seeds) != len(set(seeds)):
-            warnings.append(
-                f"setting {g.label}: several runs share a seed ({', '.join(r.name for r in g.runs)})"
-            )
+    for g in groups:  # two runs of one seed are one sample counted twice: n = 2 with a spread of 0
+        by_seed: dict[Any, list[str]] = {}
+        for r in g.runs:
+            if r.seed is not None:
+                by_seed.setdefault(r.seed, []).append(str(r.path))
+        for seed, paths in by_seed.items():
+            if len(paths) > 1:
+                raise ReportInputError(
+                    f"setting {g.label}: {' and '.join(paths)} both have seed {seed}; averaging them would count "
+                    "one seed twice. Pass one of them, or give them different settings (`setting:` in the "
+                    "config, `invert4tvg eval --setting`)"
+                )
     header, entries = load_paper_results()
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -26,6 +26,7 @@ from invert4tvg.eval.metrics import (
     grounding_metrics,
     metrics_from_predictions,
     score_output,
+    summary_line,
 )
 from invert4tvg.policy.base import Decoded, Policy
 from invert4tvg.rollout.base import Completion, RolloutEngine, SamplingParams
@@ -201,6 +202,4 @@ def write_eval(out_dir: str | Path, rows: Sequence[dict[str, Any]], metrics: dic
         for row in rows:
             f.write(json.dumps(row) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    logger.info(
-        "evaluation written to %s: %s", out, {k: metrics[k] for k in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")}
-    )
+    logger.info("evaluation written to %s: %s", out, summary_line(metrics))

@@ -108,7 +108,7 @@ def per_token_loss(
     """Clipped surrogate (+ k3 KL to the reference when ``beta > 0``) per completion token.
 
     ``sampling_weights`` (TRL's vLLM importance-sampling ratio, ``grpo/sampling_correction.py``) multiply the
-    surrogate, not the KL, as in TRL. Returns the (B, T) loss and per-token statistics (``kl``, ``clipped``).
+    surrogate, not the KL, as in TRL. Returns the (B, T) loss and per-token statistics (``kl``, ``clipped``, ``clipped_low``, ``clipped_high``).
     """
     log_ratio = logps - old_logps
     if config.importance_sampling_level == "sequence":
@@ -117,7 +117,10 @@ def per_token_loss(
     clipped_ratio = torch.clamp(ratio, 1 - config.epsilon_low, 1 + config.epsilon_up)
     adv = advantages.unsqueeze(-1)
     loss = -torch.min(ratio * adv, clipped_ratio * adv)
-    stats = {"clipped": ((ratio * adv) > (clipped_ratio * adv)).float().expand_as(logps)}
+    # TRL's clip_ratio/*: tokens whose ratio the clip stopped, below (negative advantage) or above (positive).
+    low = ((ratio < 1 - config.epsilon_low) & (adv < 0)).float().expand_as(logps)
+    high = ((ratio > 1 + config.epsilon_up) & (adv > 0)).float().expand_as(logps)
+    stats = {"clipped_low": low, "clipped_high": high, "clipped": torch.maximum(low, high)}
     if sampling_weights is not None:
         loss = loss * sampling_weights
     if config.beta != 0.0:

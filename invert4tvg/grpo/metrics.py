@@ -14,6 +14,9 @@ from invert4tvg.grpo.loss import Advantages
 from invert4tvg.training.distributed import gather_objects
 from invert4tvg.training.videos import VideoFailureBudget
 from rewards.base import INVERSION_TASKS
+from rewards.composite import TASK_SLOTS
+
+SINGLE_TASK_COMPONENTS = frozenset(TASK_SLOTS.values())
 
 
 @dataclass
@@ -84,12 +87,16 @@ def _std(values: list[float]) -> float | None:
 
 def reward_metrics(components: dict[str, list[float | None]], tasks: list[str]) -> dict[str, float | None]:
     """TRL's ``rewards/<name>/mean`` and ``/std`` per reward function (and per component of ``invert4tvg``) over
-    the completions it scored, plus ``rewards/<name>/<task>/mean`` per task: with one task per step the plain
-    curve alternates between tasks, the per-task one does not."""
+    the completions it scored, plus ``rewards/<name>/<task>/mean`` per task for a reward that can score several
+    tasks: with one task per step its plain curve alternates between tasks, the per-task one does not. The
+    components that score one task only (``iou``, ``vc``, ``ar``, ``vd``) get no per-task key, which would repeat
+    the plain one (``rewards/vc/vc/mean``)."""
     row: dict[str, float | None] = {}
     for name, scores in sorted(components.items()):
         row[f"rewards/{name}/mean"] = _mean(scores)
         row[f"rewards/{name}/std"] = _std(scores)
+        if name in SINGLE_TASK_COMPONENTS:
+            continue
         for task in sorted(set(tasks)):
             row[f"rewards/{name}/{task}/mean"] = _mean([s for s, t in zip(scores, tasks) if t == task])
     return row
@@ -130,17 +137,20 @@ def step_metrics(
         rows = [i for i, t in enumerate(tasks) if t == task]
         if rows and task in components:
             row[f"acc/{task}"] = _mean([components[task][i] for i in rows])
-    lengths = [len(c.token_ids) for c in flat]
+    lengths = [len(c.token_ids) for c in flat] or [0]
     generated = sum(lengths)
+    # TRL 1.16's names where the quantity is the same (docs/training.md, "Logged metrics").
     row.update(
         {
-            "completion_len": generated / max(len(flat), 1),
-            "sequences": len(flat),  # completions of the step, all processes
-            "truncated_frac": float(rollouts.truncated.float().mean()),
+            "completions/mean_length": generated / len(lengths),
+            "completions/min_length": min(lengths),
+            "completions/max_length": max(lengths),
+            "completions/clipped_ratio": float(rollouts.truncated.float().mean()),
+            "frac_reward_zero_std": advantages.zero_std_groups / max(advantages.num_groups, 1),
             "zero_std_groups": advantages.zero_std_groups,
-            "zero_std_frac": advantages.zero_std_groups / max(advantages.num_groups, 1),
+            "sequences": len(flat),  # completions of the step, all processes
             "tokens_per_s": generated / max(rollouts.timings.get("time/rollout", 0.0), 1e-9),
-            "lr": lr,
+            "learning_rate": lr,
             "bad_videos": len(video_budget.failed),
             "task_fallbacks": sum(getattr(sampler, "fallbacks", {}).values()),
             **update,

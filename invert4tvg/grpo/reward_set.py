@@ -1,8 +1,8 @@
 """The rewards a run optimises: TRL's ``reward_funcs`` + ``reward_weights`` over the ``rewards`` registry.
 
 Returns each completion's total (weighted sum; None when no function scored it, as TRL's nansum does) and the
-per-component scores that the trainer logs as ``rewards/<name>/mean`` (format, iou, vc, ar, vd from the
-``invert4tvg`` composite, plus one entry per other reward function, named as TRL names it: the registered name, or
+per-component scores that the trainer logs as ``rewards/<name>/mean`` (one entry per reward function, the
+``invert4tvg`` composite's total included, plus its components format, iou, vc, ar, vd; named as TRL names it: the registered name, or
 the function's name for one given by path, ``module.path:function``).
 """
 
@@ -50,7 +50,7 @@ class RewardSet:
                 components.update(breakdown.components)
             else:
                 scores = list(fn(completions, **columns))
-                components[rewards.registry.display_name(name)] = scores
+            components[rewards.registry.display_name(name)] = scores  # TRL's rewards/<name>/mean
             for i, score in enumerate(scores):
                 if score is not None:
                     _check_finite(name, i, score, columns)

@@ -232,7 +232,7 @@ class GRPOTrainer(TrainerBase):
         return gathered[~torch.isnan(gathered)].std().cpu()
 
     def _sync_weights(self):
-        return None if getattr(self.engine, "shares_model", False) else self.policy.weights_for_sync()
+        return None if getattr(self.engine, "shares_model", False) else self.policy.named_weights_for_sync()
 
     # -- the update -----------------------------------------------------------------------------------------
     def prepare_batch(self, rollouts: Rollouts, advantages: torch.Tensor) -> StepBatch:
@@ -251,7 +251,8 @@ class GRPOTrainer(TrainerBase):
         if self.args.shared_prefix:  # one row per group: its prompt and video once, then the G completions
             group = self.args.num_generations
             sequences = shared_prefix_batch(sequences, group, unwrapped)
-        micro = micro_batches(len(sequences), self.args.logprob_batch_size, group)
+        # TRL's micro-batch: per_device_train_batch_size completions (whole groups with a shared prefix)
+        micro = micro_batches(len(sequences), self.args.per_device_train_batch_size, group)
         old_logps = None
         if self.args.num_iterations > 1:
             old_logps = self._logprobs_no_grad(unwrapped, sequences, micro)
@@ -278,7 +279,7 @@ class GRPOTrainer(TrainerBase):
         """``num_iterations`` optimizer steps over ``batch``, each accumulating the gradient of every micro-batch;
         returns the step's loss, KL, clipping and sampling metrics over all processes."""
         iterations, micro = self.args.num_iterations, batch.micro_batches
-        totals = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "head_loss": 0.0}
+        totals = dict.fromkeys(("loss", "kl", "clipped", "clipped_low", "clipped_high", "head_loss"), 0.0)
         for _ in range(iterations):
             for k, rows in enumerate(micro):
                 # Gradients are all-reduced once per update, at the last micro-batch's backward.
@@ -292,9 +293,9 @@ class GRPOTrainer(TrainerBase):
                     self.accelerator.backward(loss)
                 m = batch.mask[rows]
                 totals["loss"] += loss.item() / iterations
-                totals["clipped"] += (stats["clipped"] * m).sum().item() / iterations
-                if "kl" in stats:
-                    totals["kl"] += (stats["kl"] * m).sum().item() / iterations
+                for key in ("kl", "clipped", "clipped_low", "clipped_high"):  # token sums
+                    if key in stats:
+                        totals[key] += (stats[key] * m).sum().item() / iterations
             if self.args.max_grad_norm:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
             self.optimizer.step()
@@ -303,9 +304,13 @@ class GRPOTrainer(TrainerBase):
         # Logged over all processes: the loss DDP optimises (the mean of the processes' losses), token-weighted KL
         # and clipping.
         sums = torch.tensor(
-            [totals["loss"], totals["kl"], totals["clipped"], float(batch.mask.sum())], dtype=torch.float64
+            [totals[k] for k in ("loss", "kl", "clipped", "clipped_low", "clipped_high")]
+            + [float(batch.mask.sum())],
+            dtype=torch.float64,
         )
-        loss_sum, kl_sum, clipped_sum, tokens = dist.reduce_sum(self.accelerator, sums).tolist()
+        loss_sum, kl_sum, clipped_sum, low_sum, high_sum, tokens = dist.reduce_sum(
+            self.accelerator, sums
+        ).tolist()
         tokens = max(tokens, 1.0)
         head = {}
         if batch.spans is not None:  # the head's supervised loss on this process's grounding completions
@@ -315,7 +320,9 @@ class GRPOTrainer(TrainerBase):
             **head,
             "loss": loss_sum / self.accelerator.num_processes,
             "kl": kl_sum / tokens,
-            "clip_frac": clipped_sum / tokens,
+            "clip_ratio/region_mean": clipped_sum / tokens,  # TRL's names
+            "clip_ratio/low_mean": low_sum / tokens,
+            "clip_ratio/high_mean": high_sum / tokens,
             **batch.correction.metrics(),
         }
 

@@ -15,12 +15,7 @@ from typing import Any
 import torch
 from transformers import BatchFeature
 
-
-def _mrope_owner(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The module keeping Qwen2.5-VL's ``rope_deltas`` between generation steps (None for other models)."""
-    return next(
-        (m for m in model.modules() if hasattr(m, "rope_deltas") and hasattr(m, "get_rope_index")), None
-    )
+from invert4tvg.modeling.positions import mrope_module, mrope_positions
 
 
 def shared_prefill(
@@ -28,7 +23,7 @@ def shared_prefill(
 ) -> dict[str, Any] | None:
     """``generate`` keyword arguments for ``counts[i]`` samples of row ``i`` of ``inputs`` (left-padded prompts with
     their video tensors) that start from one prefill per row. None where this model cannot continue that way."""
-    owner = _mrope_owner(model)
+    owner = mrope_module(model)  # keeps Qwen2.5-VL's rope_deltas between generation steps
     if owner is None or inputs.get("video_grid_thw") is None or "mm_token_type_ids" not in inputs:
         # Text-only rows: the model's positions for a continued generation would not match its first step's.
         return None
@@ -43,16 +38,8 @@ def shared_prefill(
         layer.values = layer.values.repeat_interleave(repeats, dim=0)
     # generate places the first uncached token (the last prompt token) at its text index plus the stored delta,
     # and each later token one past the previous. The delta is set so that the last prompt token gets the position
-    # the model gives it in the whole prompt, which is not always "max position + 1 - length" (a video's temporal
-    # positions can run past the text after it).
-    positions, _ = owner.get_rope_index(
-        inputs["input_ids"],
-        mm_token_type_ids=inputs["mm_token_type_ids"],
-        image_grid_thw=inputs.get("image_grid_thw"),
-        video_grid_thw=inputs["video_grid_thw"],
-        second_per_grid_ts=inputs.get("second_per_grid_ts"),
-        attention_mask=inputs["attention_mask"],
-    )
+    # it has in the whole prompt (the prefill above ran without it, so the model's stored delta is for a shorter row).
+    positions = mrope_positions(model, inputs)
     last_index = inputs["attention_mask"].sum(-1, keepdim=True) - 1
     owner.rope_deltas = (positions[0, :, -1:] - last_index).repeat_interleave(repeats, dim=0)
     return {

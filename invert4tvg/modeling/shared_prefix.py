@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from transformers import BatchFeature
 
+from invert4tvg.modeling.positions import mrope_positions
 from invert4tvg.modeling.processing import select_inputs
 from invert4tvg.modeling.sequences import SequenceBatch
 
@@ -133,7 +134,7 @@ def shared_prefix_batch(
     batch: SequenceBatch, num_generations: int, model: torch.nn.Module
 ) -> SharedPrefixBatch:
     """Regroup a repeated-layout batch (the G rows of a group consecutive, same prompt) into the shared layout.
-    ``model`` supplies the mrope position rule and the attention implementation (the mask's form)."""
+    ``model`` supplies the mrope configuration and the attention implementation (the mask's form)."""
     inner = getattr(model, "module", model)  # DDP
     attention = check_attention(inner)
     if len(batch) % num_generations:
@@ -146,7 +147,7 @@ def shared_prefix_batch(
     if "mm_token_type_ids" in prompts:
         prompts["mm_token_type_ids"] = prompts["mm_token_type_ids"][:, :prompt_length]
     prompts = BatchFeature(prompts)
-    prompt_positions = _prompt_positions(inner, prompts)
+    prompt_positions = mrope_positions(inner, prompts)
     # Completion tokens are text after the prompt's last (text) token: every one of the three mrope components
     # continues from it, exactly as in the repeated row.
     after = prompt_positions[:, :, -1:] + 1 + torch.arange(width, device=prompt_positions.device)
@@ -172,26 +173,6 @@ def check_attention(model: torch.nn.Module) -> str:
             f"model uses {attention!r}: set attn_implementation: sdpa, or shared_prefix: false"
         )
     return attention
-
-
-def _prompt_positions(model: torch.nn.Module, prompts: BatchFeature) -> torch.Tensor:
-    """The (3, rows, P) position ids the model itself gives the prompt part of a repeated row."""
-    ids = prompts["input_ids"]
-    has_vision = prompts.get("video_grid_thw") is not None or prompts.get("image_grid_thw") is not None
-    rope_index = next((m.get_rope_index for m in model.modules() if hasattr(m, "get_rope_index")), None)
-    if rope_index is None or not has_vision or "mm_token_type_ids" not in prompts:
-        # The model's own fallback for text-only rows: 0..L-1 whatever the padding (rotary embeddings are
-        # relative, so only the offsets between real tokens matter).
-        return torch.arange(ids.shape[1], device=ids.device).view(1, 1, -1).expand(3, ids.shape[0], -1)
-    positions, _ = rope_index(
-        ids,
-        mm_token_type_ids=prompts["mm_token_type_ids"],
-        image_grid_thw=prompts.get("image_grid_thw"),
-        video_grid_thw=prompts.get("video_grid_thw"),
-        second_per_grid_ts=prompts.get("second_per_grid_ts"),
-        attention_mask=prompts["attention_mask"],
-    )
-    return positions
 
 
 def micro_batches(num_rows: int, size: int, group: int = 1) -> list[list[int]]:

@@ -14,7 +14,7 @@ read, so no other module parses answers.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -249,7 +249,12 @@ class Policy(ABC):
     def weights_for_sync(self) -> dict[str, torch.Tensor]:
         """What a rollout engine holding its own copy needs after an update: the trainable parameters only (the
         adapters with LoRA, the language model when the vision tower is frozen), detached, on CPU."""
-        return {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+        return {n: p.cpu() for n, p in self.named_weights_for_sync()}
+
+    def named_weights_for_sync(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The same tensors one at a time, detached, where they live (no copy; a sharded parameter gathered whole,
+        a collective every process runs): what an engine streams from."""
+        return ((n, _whole(p.detach())) for n, p in self.model.named_parameters() if p.requires_grad)
 
 
 class CompletionPolicy(Policy):
@@ -268,3 +273,11 @@ class CompletionPolicy(Policy):
         durations: Sequence[float],
     ) -> list[list[Decoded | None]]:
         return [[self.decode(c, d) for c in group] for group, d in zip(completions, durations)]
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A parameter's whole tensor: an FSDP2-sharded one (a DTensor) is all-gathered, one parameter at a time, so
+    every process must call it in the same order (each process syncs its own engine)."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor

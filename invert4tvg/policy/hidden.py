@@ -99,9 +99,9 @@ class HiddenStatePolicy(Policy):
         """The layers the head reads: the last (frames) and its token layer."""
         return (-1, self.token_layer)
 
-    def weights_for_sync(self) -> dict[str, torch.Tensor]:
+    def named_weights_for_sync(self) -> Iterator[tuple[str, torch.Tensor]]:
         """As every head's, without the module: rollout engines return states, the trainer's module decodes."""
-        return {k: v for k, v in super().weights_for_sync().items() if head_modules.ATTRIBUTE not in k}
+        return ((k, v) for k, v in super().named_weights_for_sync() if head_modules.ATTRIBUTE not in k)
 
     # -- what subclasses implement --------------------------------------------------------------------------
     def build_module(self, hidden_size: int, width: int) -> torch.nn.Module:

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from invert4tvg.errors import UserError
+from invert4tvg.modeling.positions import use_pretraining_positions
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Policy
 from invert4tvg.policy.model_dir import HEAD_FILE
@@ -88,6 +89,7 @@ def load_policy(
     else:
         with readable(path):
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
+    use_pretraining_positions(model)  # every pass at the positions the checkpoint was trained with
     token_ids = add_head_tokens(model, processor, head.extra_special_tokens)
     if for_training:
         model = prepare_for_training(model, args, token_ids)

@@ -22,7 +22,7 @@ The contract, checked by ``tests/test_rollout_contract.py`` for every engine tha
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -86,8 +86,11 @@ class RolloutEngine(ABC):
         """Complete each request ``num_samples`` times; results in request order."""
 
     @abstractmethod
-    def update_weights(self, weights: Mapping[str, torch.Tensor] | None, version: int) -> None:
-        """Serve ``weights`` (parameter name -> tensor; ``None`` when the engine shares the trainer's model)."""
+    def update_weights(
+        self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | None, version: int
+    ) -> None:
+        """Serve ``weights``: parameter name -> tensor, as a mapping or an iterator of pairs consumed once (``None``
+        when the engine shares the trainer's model)."""
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release workers and memory."""

@@ -100,6 +100,20 @@ def _cuda_visible(devices: list[str] | None) -> Iterator[None]:
             os.environ["CUDA_VISIBLE_DEVICES"] = previous
 
 
+class _TokenAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_token_auth_notice() -> None:
+    """Ray 2.60 turns token authentication on for every new local instance (a token in ~/.ray/auth_token, bound to
+    127.0.0.1 here anyway) and says so at every start with a warning a user has nothing to do about. That one
+    notice is dropped; authentication stays on, and RAY_AUTH_MODE still chooses (docs/rollouts.md)."""
+    ray_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _TokenAuthNotice) for f in ray_logger.filters):
+        ray_logger.addFilter(_TokenAuthNotice())
+
+
 def connect(address: str | None, num_cpus: int, num_gpus: float | None = None) -> bool:
     """Make sure this process is connected to Ray. Returns True when it started a local instance (and so
     owns its shutdown); an already initialised Ray (a test session, a user's own ``ray.init``) is reused.
@@ -113,6 +127,7 @@ def connect(address: str | None, num_cpus: int, num_gpus: float | None = None) -
     if ray.is_initialized():
         return False
     if address in LOCAL:
+        _quiet_token_auth_notice()
         gpus = None if num_gpus is None else math.ceil(num_gpus)
         visible, trainer = _visible_gpus()
         devices = None

@@ -6,7 +6,7 @@ a request is processed once, and a video prompt is prefilled once for all of its
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -103,12 +103,15 @@ class HFEngine(RolloutEngine):
         self.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
         self.merge = processor.video_processor.merge_size
 
-    def update_weights(self, weights: Mapping[str, torch.Tensor] | None, version: int) -> None:
+    def update_weights(
+        self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | None, version: int
+    ) -> None:
         if version < self.policy_version:
             raise StaleWeightsError(
                 f"asked to serve policy version {version}, already at {self.policy_version}"
             )
         if weights is not None and not self.shares_model:
+            weights = weights if isinstance(weights, Mapping) else dict(weights)
             known = dict(self.model.named_parameters())
             missing = [name for name in weights if name not in known]
             if missing:

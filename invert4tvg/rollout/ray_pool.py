@@ -40,7 +40,7 @@ from invert4tvg.rollout.base import (
     StaleWeightsError,
 )
 from invert4tvg.rollout.sharding import expected_work, plan_shards, shard_seed
-from invert4tvg.rollout.weights import WeightLog, pack_weights, payload_nbytes
+from invert4tvg.rollout.weights import WeightLog, WeightSource, pack_weights, payload_nbytes
 from invert4tvg.rollout.worker import EngineSpec, RolloutWorker, WireRequest
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class RayEnginePool(RolloutEngine):
             raise
 
     # -- the RolloutEngine contract -------------------------------------------------------------------------
-    def update_weights(self, weights: Mapping[str, torch.Tensor] | None, version: int) -> None:
+    def update_weights(self, weights: WeightSource | None, version: int) -> None:
         import ray
 
         self._check_open()
@@ -156,6 +156,7 @@ class RayEnginePool(RolloutEngine):
                 "(Policy.weights_for_sync()), not None"
             )
         start = time.perf_counter()
+        weights = weights if isinstance(weights, Mapping) else dict(weights)
         payload = ray.put(pack_weights(weights))
         self._log.add(payload, weights.keys())
         calls = {i: actor.update_weights.remote(payload, version) for i, actor in enumerate(self._actors)}

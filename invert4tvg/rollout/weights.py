@@ -23,12 +23,20 @@ import numpy as np
 import torch
 
 H = TypeVar("H")
+#: What a weight sync takes: a mapping, or any iterator of ``(name, tensor)`` pairs consumed once (the trainer's
+#: parameters where they live, or full tensors gathered from FSDP2 shards one at a time).
+WeightSource = Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
 
 PEFT_PREFIX = "base_model.model."
 _ALIGN = 64
 _LORA_PARAM = re.compile(r"^(?P<module>.+)\.lora_(?P<kind>[AB])\.(?P<adapter>[^.]+)\.weight$")
 # Checkpoints saved before transformers 4.52 (the released Qwen2.5-VL ones) use the old top-level names.
 _LEGACY_PREFIXES = (("model.language_model.", "model."), ("model.visual.", "visual."))
+# Checkpoint tensors that vLLM fuses into one layer (q/k/v into qkv_proj, gate/up into gate_up_proj).
+_FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+_FUSED_PART = re.compile(
+    r"^(?P<module>.+)\.(?P<part>q_proj|k_proj|v_proj|gate_proj|up_proj)\.(?P<kind>weight|bias)$"
+)
 
 
 def payload_nbytes(weights: Mapping[str, torch.Tensor]) -> int:
@@ -142,6 +150,31 @@ def merge_lora(
         delta = ab["B"].to(torch.float32) @ ab["A"].to(torch.float32)
         merged[key] = (weight.to(torch.float32) + scaling * delta.to(weight.device)).to(weight.dtype)
     return merged
+
+
+def fused_siblings(names: Iterable[str]) -> list[str]:
+    """Every checkpoint name of the fused layers that ``names`` touch (``names`` included): a layer that vLLM
+    fuses must receive all of its parts in one sync, or its other parts would be served uninitialised."""
+    out: set[str] = set()
+    for name in names:
+        match = _FUSED_PART.match(name)
+        if match is None:
+            continue
+        group = next(g for g in _FUSED if match["part"] in g)
+        out.update(f"{match['module']}.{part}.{match['kind']}" for part in group)
+    return sorted(out)
+
+
+def checkpoint_numel(model: str) -> int:
+    """The number of parameters stored in a safetensors checkpoint, from the file headers (no tensor is read)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(checkpoint_dir(model).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (a safetensors handle is not iterable)
+                total += int(np.prod(handle.get_slice(name).get_shape()))
+    return total
 
 
 def checkpoint_dir(model: str) -> Path:

@@ -60,7 +60,10 @@ def build_local_engine(spec: EngineSpec) -> RolloutEngine:
         model.to(device)
         return HFEngine(model, policy.processor, spec.max_batch_sequences, shares_model=False)
     if spec.backend == "vllm":
-        return VLLMEngine(spec.model, max_batch_sequences=spec.max_batch_sequences, **spec.vllm_options)
+        # per_rank=False: the engine is this worker's own, not one of the trainer's ranks
+        return VLLMEngine(
+            spec.model, max_batch_sequences=spec.max_batch_sequences, per_rank=False, **spec.vllm_options
+        )
     raise ValueError(f"unknown worker engine {spec.backend!r}; use hf or vllm")
 
 

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -102,20 +103,12 @@ class SFTTrainer(TrainerBase):
     def train_step(self) -> dict[str, Any] | None:
         t0 = time.perf_counter()
         examples = self._examples(self.stream.next_batch())
-        # With several processes a step is skipped by all of them or by none (DDP's collectives must match).
-        if not all_processes(self.accelerator, bool(examples)):
+        # With several processes a step is skipped by all of them or by none (DDP's collectives must match), and
+        # every process runs gradient_accumulation_steps micro-batches.
+        accumulation = self.args.gradient_accumulation_steps
+        if not all_processes(self.accelerator, len(examples) >= accumulation):
             return None
-        inputs, labels = self.policy.supervised_batch(examples)
-        inputs, labels = inputs.to(self.accelerator.device), labels.to(self.accelerator.device)
-        loss, parts = self.policy.supervised_loss(
-            self.model, inputs, labels, epoch=self.stream.epoch_progress, examples=examples
-        )
-        if not torch.isfinite(loss):
-            raise NonFiniteError(
-                f"non-finite SFT loss at step {self.step + 1}; the run stops. Last good checkpoint: "
-                f"{last_good_checkpoint(self.run_dir)}. Lower the learning rate."
-            )
-        self.accelerator.backward(loss)
+        loss, parts, target_tokens = self._accumulate(examples, accumulation)
         if self.args.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
         self.optimizer.step()
@@ -123,11 +116,48 @@ class SFTTrainer(TrainerBase):
         self.optimizer.zero_grad(set_to_none=True)
         return {
             "epoch": round(self.stream.epoch_progress, 4),
-            "loss": loss.item(),
+            "loss": loss,
             **parts,
-            "lr": self.scheduler.get_last_lr()[0],
-            "target_tokens": int((labels != -100).sum()),
+            "learning_rate": self.scheduler.get_last_lr()[0],
+            "target_tokens": target_tokens,
             "bad_videos": len(self.video_budget.failed),
             "invert_fallbacks": self.fallbacks,
             "time/step": time.perf_counter() - t0,
         }
+
+    def _accumulate(self, examples: list[SupervisedExample], accumulation: int) -> tuple[float, dict, int]:
+        """Forward/backward over ``accumulation`` micro-batches (TRL's gradient_accumulation_steps). Each
+        micro-batch's loss (a mean over its target tokens) is weighted by its share of the step's target tokens, so
+        the gradient is that of the whole batch's token mean, as transformers' Trainer does. Gradients are
+        all-reduced once, at the last micro-batch."""
+        size = -(-len(examples) // accumulation)
+        chunks = [examples[i : i + size] for i in range(0, len(examples), size)]
+        # Every process runs the same number of backward passes (DDP); a process with fewer examples than
+        # micro-batches runs weightless ones.
+        chunks += [[]] * (accumulation - len(chunks))
+        batches = [self.policy.supervised_batch(chunk or examples[:1]) for chunk in chunks]
+        counts = [int((labels != -100).sum()) if chunk else 0 for chunk, (_, labels) in zip(chunks, batches)]
+        tokens = max(sum(counts), 1)
+        total, parts_sum = 0.0, {}
+        for k, ((inputs, labels), chunk) in enumerate(zip(batches, chunks)):
+            weight = counts[k] / tokens
+            sync = nullcontext() if k == len(chunks) - 1 else self.accelerator.no_sync(self.model)
+            with sync:
+                inputs, labels = inputs.to(self.accelerator.device), labels.to(self.accelerator.device)
+                loss, parts = self.policy.supervised_loss(
+                    self.model,
+                    inputs,
+                    labels,
+                    epoch=self.stream.epoch_progress,
+                    examples=chunk or examples[:1],
+                )
+                if not torch.isfinite(loss):
+                    raise NonFiniteError(
+                        f"non-finite SFT loss at step {self.step + 1}; the run stops. Last good checkpoint: "
+                        f"{last_good_checkpoint(self.run_dir)}. Lower the learning rate."
+                    )
+                self.accelerator.backward(loss * weight)
+            total += loss.item() * weight
+            for name, value in parts.items():
+                parts_sum[name] = parts_sum.get(name, 0.0) + float(value) * weight
+        return total, parts_sum, sum(counts)

@@ -49,7 +49,7 @@ class TrainerBase:
         self.run_dir = Path(args.output_dir)
         self.stream = BatchStream(
             records,
-            args.per_device_train_batch_size,
+            args.records_per_step,
             args.seed,
             accelerator.num_processes,
             accelerator.process_index,

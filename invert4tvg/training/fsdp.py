@@ -25,7 +25,6 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-SHARD_MODES = ("", "full_shard")
 # Decoder layers and vision blocks of Qwen2.5-VL (the model's ``_no_split_modules``).
 LAYER_CLASSES = ("Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock")
 

@@ -11,7 +11,7 @@ The terms (bytes per GPU, ``N`` processes, ``T`` trained and ``F`` frozen parame
 - **reference**: full fine-tuning with ``beta > 0``: under DDP a copy in the policy's dtypes (it must compute exactly
   as the policy, see ``grpo/modelprep.build_reference``), under FSDP2 a bf16 copy /N; LoRA: none (adapter off);
 - **activations**: with gradient checkpointing, every decoder layer's input for one micro-batch
-  (``logprob_batch_size`` sequences of video + prompt + ``max_completion_length`` tokens) plus one layer's
+  (``per_device_train_batch_size`` sequences, TRL's micro-batch, of video + prompt + ``max_completion_length`` tokens) plus one layer's
   recomputed forward and its backward, and the frozen vision tower's forward; without checkpointing every layer's;
 - **logits**: one chunk of 512 positions x vocabulary in fp32 with its logsumexp and gradient
   (``modeling/logprobs.py``);
@@ -121,7 +121,8 @@ class Setup:
     beta: float = 0.04
     video_tokens: int = 3584
     max_completion_length: int = 1024
-    logprob_batch_size: int = 4
+    micro_batch: int = 4  # per_device_train_batch_size: sequences per forward/backward (TRL's unit)
+    accumulation: int = 2  # gradient_accumulation_steps
     rollout_sequences: int = 8
     vllm_fraction: float = 0.0  # colocated vLLM's share of the GPU
     prompt_tokens: int = PROMPT_TOKENS
@@ -134,7 +135,9 @@ class Setup:
 def setup_from_config(model_args: Any, data_args: Any, args: Any, num_processes: int) -> Setup:
     """A :class:`Setup` from a recipe's ``ModelArguments``, ``DataArguments`` and ``GRPOArguments`` / ``SFTArguments``."""
     half = str(getattr(model_args, "dtype", "auto")) in ("auto", "bfloat16", "float16")
-    per_step = args.per_device_train_batch_size * getattr(args, "num_generations", 1)
+    per_step = (
+        args.per_device_train_batch_size * args.gradient_accumulation_steps
+    )  # completions (or examples)
     vllm = 0.0
     if getattr(args, "rollout_backend", "hf") == "vllm":
         vllm = getattr(args, "vllm_gpu_memory_utilization", None) or 0.3
@@ -150,7 +153,8 @@ def setup_from_config(model_args: Any, data_args: Any, args: Any, num_processes:
         max_completion_length=int(
             getattr(args, "max_completion_length", 0) or getattr(args, "max_length", 0) or 0
         ),
-        logprob_batch_size=int(args.logprob_batch_size),
+        micro_batch=int(args.per_device_train_batch_size),
+        accumulation=int(args.gradient_accumulation_steps),
         rollout_sequences=min(per_step, int(getattr(args, "rollout_batch_sequences", per_step))),
         vllm_fraction=float(vllm),
     )
@@ -191,7 +195,7 @@ def plan(shapes: Shapes, setup: Setup, gpu_memory_bytes: float | None = None) ->
         reference = half * total / n if setup.fsdp else 4 * trained + half * frozen
     # Activations of one micro-batch: b sequences of L tokens. The residual stream is fp32 when the embeddings are
     # trained in fp32 under autocast (DDP, full fine-tuning), else in the compute dtype.
-    b, length = setup.logprob_batch_size, setup.sequence_length
+    b, length = setup.micro_batch, setup.sequence_length
     tokens = b * length
     residual = 4 if not setup.fsdp and not setup.use_peft else half
     layer = 2 * tokens * (5 * s.hidden + 2 * s.kv_dim + 4 * s.intermediate) * half + 2 * tokens * s.hidden * 4
@@ -230,13 +234,14 @@ def _fixes(setup: Setup) -> list[tuple[str, Setup]]:
     fixes = []
     if not setup.fsdp and setup.num_processes > 1 and not setup.use_peft:
         fixes.append(("fsdp: full_shard (FSDP2; the same training, sharded)", replace(setup, fsdp=True)))
-    size = setup.logprob_batch_size
-    while size > 1:
-        size //= 2
+    size, accumulation = setup.micro_batch, setup.accumulation
+    while size > 1 and size % 2 == 0:
+        size, accumulation = size // 2, accumulation * 2
         fixes.append(
             (
-                f"logprob_batch_size: {size} (the same update, smaller micro-batches)",
-                replace(setup, logprob_batch_size=size),
+                f"per_device_train_batch_size: {size} with gradient_accumulation_steps: {accumulation} (the same "
+                "update, smaller micro-batches)",
+                replace(setup, micro_batch=size, accumulation=accumulation),
             )
         )
     for fraction in (2, 4):

@@ -40,7 +40,7 @@ MAY_CHANGE_ON_RESUME = frozenset(
         "logging_steps", "save_steps", "save_total_limit", "eval_steps", "eval_max_samples",
         "val_annotations", "test_annotations", "video_dir", "frame_cache_dir", "frame_cache_gb",
         "rollout_backend", "rollout_workers", "rollout_batch_sequences", "ray_address",
-        "logprob_batch_size", "gradient_checkpointing", "attn_implementation", "max_bad_video_fraction",
+        "gradient_checkpointing", "attn_implementation", "max_bad_video_fraction",
         "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode", "vllm_tensor_parallel_size", "vllm_enforce_eager",
     }
 )  # fmt: skip
