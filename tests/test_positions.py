@@ -1,7 +1,7 @@
 """Qwen2.5-VL positions as the model was pretrained (``invert4tvg/modeling/positions.py``), pinned on a hand-computed
 prompt (text, a video of three temporal grids, text) in every pass that builds them: the rule itself, the model's own
 forward (plain layout: old / reference / update passes, readouts), the shared-prefix layout, and ``generate`` with
-and without the shared prefill (HF rollouts, evaluation). tests/vllm/ checks the same rule against vLLM's positions.
+and without the shared prefill (HF rollouts, evaluation). tests/test_vllm_engine.py (make test-vllm) checks the same rule against vLLM's positions.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def test_the_rule_on_the_hand_computed_prompt(policy):
 
 def test_transformers_own_rule_still_differs(tiny_model_dir, policy):
     """Why the override exists. If this fails, transformers follows the original rule again: the override in
-    invert4tvg/modeling/positions.py can go (check vLLM still agrees, tests/vllm/)."""
+    invert4tvg/modeling/positions.py can go (check vLLM still agrees, tests/test_vllm_engine.py)."""
     plain = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir)
     inputs = prompt_inputs(plain, rows=1)
     theirs, _ = plain.model.get_rope_index(

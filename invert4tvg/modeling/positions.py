@@ -17,7 +17,7 @@ original rule, so this module overrides it rather than pinning a version: :func:
 a loaded model's own position computation (``generate``, plain forward passes, readouts, evaluation) call
 :func:`rope_index`, and the passes that build positions themselves (the shared prefill, the shared-prefix layout)
 call :func:`mrope_positions`. tests/test_positions.py pins the rule on a hand-computed example in every layout;
-tests/vllm/ checks it against vLLM's own positions.
+tests/test_vllm_engine.py (make test-vllm) checks it against vLLM's own positions.
 """
 
 from __future__ import annotations
