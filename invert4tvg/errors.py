@@ -3,8 +3,8 @@
 A :class:`UserError` is something the user can fix from its message alone (a configuration value, a missing or
 malformed file, an ``output_dir`` that holds another run, a checkpoint that cannot be resumed, videos that cannot be
 decoded). The recipes print it as one line on stderr and exit with status 2 (``training/stops.py``), under
-``python recipes/...``, ``invert4tvg train`` and ``accelerate launch`` alike; anything else is a bug and keeps its
-traceback.
+``python recipes/...`` and ``invert4tvg train``; ``accelerate launch -q`` prints the same line but exits with the
+launcher's own status, 1. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
