@@ -463,7 +463,22 @@ class SFTArguments(TrainingArguments):
             "another temporal question and leaves the benchmark's grounding to RL (the lookalike testbed)."
         },
     )
-    max_completion_length: int = field(default=256, metadata={"help": "Longest target, in tokens."})
+    max_completion_length: int = field(
+        default=256, metadata={"help": "Longest target, in tokens (and the longest answer in validation)."}
+    )
+    vision_pretrain_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "Stage 1 for a model whose vision tower starts random (the tiny model): epochs of clip-level "
+            "recognition (the query's action verb and object) on the training clips before SFT, through "
+            "get_video_features with read-outs that are dropped afterwards (docs/training.md). 0: no stage 1."
+        },
+    )
+    vision_pretrain_learning_rate: float = field(
+        default=1e-3,
+        metadata={"help": "Stage 1's AdamW learning rate for the vision tower (read-outs: 10x)."},
+    )
+    vision_pretrain_batch_size: int = field(default=32, metadata={"help": "Clips per stage-1 step."})
     think_template: str = field(
         default="I look for when the event happens.",
         metadata={

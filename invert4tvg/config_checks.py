@@ -113,7 +113,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "vllm_max_model_length": _AT_LEAST_1, "vllm_importance_sampling_clip_max": _POSITIVE,
     "vllm_importance_sampling_clip_min": _NON_NEGATIVE,
     # SFT
-    "invert_sft_fraction": _FRACTION,
+    "invert_sft_fraction": _FRACTION, "vision_pretrain_epochs": _NON_NEGATIVE,
+    "vision_pretrain_learning_rate": _POSITIVE, "vision_pretrain_batch_size": _AT_LEAST_1,
 }  # fmt: skip
 
 # The values a string field takes (each list is checked against its source by tests/test_config_parsing.py).

@@ -35,7 +35,7 @@ from invert4tvg.config import (
 )
 from invert4tvg.config_checks import check_inputs
 from invert4tvg.eval.metrics import summary_line
-from invert4tvg.eval.runner import evaluate
+from invert4tvg.eval.runner import evaluate, validation
 from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
@@ -120,14 +120,6 @@ def main(argv: list[str] | None = None) -> dict:
         write_metadata(args.output_dir, **metadata)
     trackers.start_trackers(accelerator, args, config)
 
-    def validate(step: int) -> dict[str, float]:
-        metrics = evaluate(policy, engine, val_records, None, **eval_options)
-        return {
-            k: metrics[k]
-            for k in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "VC", "AR", "VD")
-            if metrics[k] is not None
-        }
-
     with engine:  # stops rollout workers (Ray) however the run ends
         trainer = GRPOTrainer(
             policy=policy,
@@ -140,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
             accelerator=accelerator,
             frame_cache=cache,
             max_bad_video_fraction=data_args.max_bad_video_fraction,
-            evaluate=validate if val_records else None,
+            evaluate=validation(policy, engine, val_records, **eval_options) if val_records else None,
         )
         n = accelerator.num_processes
         say(accelerator, grpo_start_lines(args, model_args, policy.name, score.names, n, trainer.total_steps))

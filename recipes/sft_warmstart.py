@@ -15,7 +15,7 @@ import numpy as np
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from invert4tvg.builders import frame_cache, load_split, load_templates
+from invert4tvg.builders import build_engine, frame_cache, load_split, load_templates
 from invert4tvg.config import (
     DataArguments,
     ModelArguments,
@@ -25,8 +25,10 @@ from invert4tvg.config import (
     to_dict,
 )
 from invert4tvg.config_checks import check_inputs
+from invert4tvg.eval.runner import validation
 from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.sft.trainer import SFTTrainer
+from invert4tvg.sft.vision_pretrain import pretrain_vision_tower
 from invert4tvg.tasks import build_task_instance
 from invert4tvg.training import trackers
 from invert4tvg.training.announce import end_lines, say, sft_start_lines
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.wait_for_everyone()
 
     records = load_split(data_args, "train")
+    val_records = load_split(data_args, "val")[: args.eval_max_samples] if data_args.val_annotations else []
     grounding = []
     if args.grounding_annotations:
         grounding = load_split(replace(data_args, train_annotations=args.grounding_annotations), "train")
@@ -68,6 +71,21 @@ def main(argv: list[str] | None = None) -> None:
     templates, sampling = load_templates(task_args, policy), data_args.sampling()
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     rng = np.random.default_rng(args.seed)
+    cache = frame_cache(data_args)
+    vision = {}
+    if args.vision_pretrain_epochs:  # stage 1: a random vision tower learns to see first (docs/training.md)
+        vision = pretrain_vision_tower(
+            policy.model,
+            policy.processor,
+            records,
+            sampling,
+            epochs=args.vision_pretrain_epochs,
+            learning_rate=args.vision_pretrain_learning_rate,
+            batch_size=args.vision_pretrain_batch_size,
+            seed=args.seed,
+            cache=cache,
+            val_records=val_records,
+        )
 
     def build_instance(record, task):
         return build_task_instance(record, task, sampling, templates, task_args.verb_mask, rng)
@@ -82,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             model=model_args.model_name_or_path,
             dataset=data_args.train_annotations,
             config=config,
+            **({"vision_pretraining": vision} if vision else {}),
             **({"resumed_from": str(resume_from)} if resume_from is not None else {}),
         )
     trackers.start_trackers(accelerator, args, config)  # TensorBoard / W&B, as GRPO
@@ -91,9 +110,20 @@ def main(argv: list[str] | None = None) -> None:
         build_instance,
         args,
         accelerator,
-        frame_cache=frame_cache(data_args),
+        frame_cache=cache,
         max_bad_video_fraction=data_args.max_bad_video_fraction,
         grounding_records=grounding,
+        evaluate=validation(
+            policy,
+            build_engine("hf", policy),
+            val_records,
+            video_sampling=sampling,
+            templates=templates,
+            frame_cache=cache,
+            max_tokens=args.max_completion_length,
+        )
+        if val_records and args.eval_steps
+        else None,
     )
     n = accelerator.num_processes
     say(accelerator, sft_start_lines(args, model_args, policy.name, n, trainer.total_steps))

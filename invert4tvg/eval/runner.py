@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +203,19 @@ def write_eval(out_dir: str | Path, rows: Sequence[dict[str, Any]], metrics: dic
             f.write(json.dumps(row) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     logger.info("evaluation written to %s: %s", out, summary_line(metrics))
+
+
+VALIDATION_KEYS = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "VC", "AR", "VD")
+
+
+def validation(
+    policy: Policy, engine: RolloutEngine, records: Sequence[GroundingRecord], **options: Any
+) -> Callable[[int], dict[str, float]]:
+    """What a trainer calls every ``eval_steps``: greedy grounding and VC/AR/VD on ``records`` (the validation
+    split), nothing written; ``options`` are :func:`evaluate`'s."""
+
+    def validate(step: int) -> dict[str, float]:
+        metrics = evaluate(policy, engine, records, None, **{**options, "progress": False})
+        return {k: metrics[k] for k in VALIDATION_KEYS if metrics[k] is not None}
+
+    return validate

@@ -53,13 +53,12 @@ class GRPOTrainer(TrainerBase):
         max_bad_video_fraction: float = 0.05,
         evaluate: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
-        super().__init__(policy, records, args, accelerator, max_bad_video_fraction)
+        super().__init__(policy, records, args, accelerator, max_bad_video_fraction, evaluate)
         self.engine = engine
         self.score = score
         self.sampler = sampler
         self.build_instances = build_instances
         self.frame_cache = frame_cache
-        self.evaluate = evaluate
         self.loss_config = LossConfig(
             loss_type=args.loss_type,
             beta=args.beta,
@@ -122,15 +121,8 @@ class GRPOTrainer(TrainerBase):
     progress_label = "GRPO"
     progress_keys = ("reward", "iou")
 
-    def before_training(self) -> None:
-        if self.evaluate and self.args.eval_steps and self.step == 0:
-            # The starting point of every validation curve (the paper's Figure 1, right, starts at step 0).
-            self.log.log({f"eval/{k}": v for k, v in self.evaluate(0).items()}, 0)
-
     def after_step(self, metrics: dict[str, Any]) -> None:
         metrics.update(getattr(self.engine, "stats", dict)())  # e.g. rollout/restarts of a Ray pool
-        if self.evaluate and self.args.eval_steps and self.step % self.args.eval_steps == 0:
-            metrics.update({f"eval/{k}": v for k, v in self.evaluate(self.step).items()})
 
     def after_training(self) -> None:
         # The final save_pretrained (recipes) then holds only the trained adapter.

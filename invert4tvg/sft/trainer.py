@@ -60,8 +60,9 @@ class SFTTrainer(TrainerBase):
         frame_cache: FrameCache | None = None,
         max_bad_video_fraction: float = 0.05,
         grounding_records: Sequence[GroundingRecord] = (),
+        evaluate: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
-        super().__init__(policy, records, args, accelerator, max_bad_video_fraction)
+        super().__init__(policy, records, args, accelerator, max_bad_video_fraction, evaluate)
         self.grounding_records = list(grounding_records)  # non-empty: grounding examples are drawn from these
         self.build_instance = build_instance
         self.frame_cache = frame_cache

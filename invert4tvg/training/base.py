@@ -11,7 +11,7 @@ and may use the hooks :meth:`TrainerBase.before_training`, :meth:`TrainerBase.af
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,11 @@ class TrainerBase:
         args: TrainingArguments,
         accelerator,
         max_bad_video_fraction: float = 0.05,
+        evaluate: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
         self.policy = policy
+        # Validation every eval_steps and at step 0 (logged as eval/*): the paper's Figure 1 (right) curves.
+        self.evaluate = evaluate
         self.args = args
         self.accelerator = accelerator
         self.run_dir = Path(args.output_dir)
@@ -188,6 +191,8 @@ class TrainerBase:
             dynamic_ncols=True,
         )
         self.before_training()
+        if self.evaluate and self.args.eval_steps and self.step == 0:
+            self.log.log({f"eval/{k}": v for k, v in self.evaluate(0).items()}, 0)
         while self.step < self.total_steps:
             self.stop_if_requested(stops)
             metrics = self.train_step()
@@ -197,6 +202,8 @@ class TrainerBase:
             if metrics is None:
                 continue
             self.after_step(metrics)
+            if self.evaluate and self.args.eval_steps and self.step % self.args.eval_steps == 0:
+                metrics.update({f"eval/{k}": v for k, v in self.evaluate(self.step).items()})
             bar.set_postfix({k: f"{metrics[k]:.3f}" for k in self.progress_keys if k in metrics})
             if self.step % max(self.args.logging_steps, 1) == 0 or self.step == self.total_steps:
                 self.log.log(metrics, self.step)

@@ -11,8 +11,11 @@ through ``invert4tvg report``, with paired bootstrap CIs against the warm start 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -101,23 +104,56 @@ def _launch(run: Run, command: list[str]) -> tuple[Run, int, float]:
     return run, code, time.perf_counter() - started
 
 
-def warm_start(root: Path, testbed: Testbed) -> Path:
-    """Train (once) and evaluate on the test split (once) the warm start every setting starts from."""
+def warm_start_key(root: Path, testbed: Testbed, overrides: dict[str, str]) -> dict[str, str]:
+    """What a warm start depends on: its recipe (config file and overrides), the benchmark it trains on, and the
+    code that builds it (every Python file of the package, the recipes and the rewards). A change to any of them
+    builds it again."""
 
-    final = root / "sft" / "final"
-    if not final.exists():
-        logger.info("warm start (SFT) shared by every setting: %s", testbed.sft_config)
-        build_tiny_model(root / "tiny-model", seed=0)
-        overrides = {
-            **_paths(root),
-            "--model_name_or_path": str(root / "tiny-model"),
-            "--output_dir": str(root / "sft"),
-            "--overwrite_output_dir": "true",
-            "--report_to": "none",
-        }
-        overrides.update({k: v.format(bench=root / "bench") for k, v in testbed.sft_overrides.items()})
-        load_recipe("sft_warmstart").main(_args(testbed.sft_config, overrides, []))
+    code = hashlib.sha256()
+    for path in sorted(
+        p for folder in ("invert4tvg", "recipes", "rewards") for p in (REPO / folder).rglob("*.py")
+    ):
+        code.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    config = (REPO / "recipes" / "configs" / testbed.sft_config).read_text()
+    recipe = json.dumps({"config": config, "overrides": overrides}, sort_keys=True)
+    return {
+        "recipe": hashlib.sha256(recipe.encode()).hexdigest(),
+        "benchmark": hashlib.sha256((root / "bench" / "metadata.json").read_bytes()).hexdigest(),
+        "code": code.hexdigest(),
+    }
+
+
+def warm_start(root: Path, testbed: Testbed) -> Path:
+    """Train (once) and evaluate on the test split (once) the warm start every setting starts from. It is kept in
+    ``root/sft`` with its key (:func:`warm_start_key`) and reused while the key holds."""
+
+    final, key_file = root / "sft" / "final", root / "sft" / "warm_start_key.json"
     evaluation = root / "eval" / WARM_START
+    overrides = {
+        **_paths(root),
+        "--model_name_or_path": str(root / "tiny-model"),
+        "--output_dir": str(root / "sft"),
+        "--overwrite_output_dir": "true",
+        "--report_to": "none",
+    }
+    overrides.update({k: v.format(bench=root / "bench") for k, v in testbed.sft_overrides.items()})
+    key = warm_start_key(root, testbed, {k: v.replace(str(root), "ROOT") for k, v in overrides.items()})
+    cached = json.loads(key_file.read_text()) if key_file.exists() and final.exists() else None
+    if cached == key:
+        logger.info("warm start: reusing %s (same recipe, benchmark and code)", final)
+    else:
+        changed = [k for k in key if cached and cached.get(k) != key[k]]
+        logger.info(
+            "warm start (SFT) shared by every setting: %s%s",
+            testbed.sft_config,
+            f" (rebuilt: the {' and '.join(changed)} changed)" if changed else "",
+        )
+        started = time.perf_counter()
+        shutil.rmtree(evaluation, ignore_errors=True)
+        build_tiny_model(root / "tiny-model", seed=0)
+        load_recipe("sft_warmstart").main(_args(testbed.sft_config, overrides, []))
+        key_file.write_text(json.dumps(key, indent=2) + "\n")
+        (root / "sft" / "warm_start_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
     if not (evaluation / "metrics.json").exists():
         logger.info("evaluating the warm start on the test split")
         grpo_args = _args(testbed.grpo_config, {**_paths(root), "--setting": WARM_START}, [])
