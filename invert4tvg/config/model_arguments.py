@@ -69,5 +69,6 @@ class ModelArguments:
     # Parameters that control what trains and its memory
     freeze_vision_tower: bool = field(default=True, metadata={"help": "Time-R1 freezes the vision encoder."})
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute activations in backward: less memory, ~30% slower."}
+        default=False,
+        metadata={"help": "Recompute activations in backward: less memory, about 30 percent slower."},
     )
