@@ -29,7 +29,7 @@ from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
 from invert4tvg.modeling.shared_prefix import shared_prefix_batch
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.tiny_model import build_tiny_model
+from invert4tvg.policy.tiny_qwen import build_tiny_model
 from invert4tvg.rollout.base import Completion, SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 

@@ -19,7 +19,7 @@ TINY_SAMPLING = {"min_pixels": 3136, "total_pixels": 200704}
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from invert4tvg.policy.tiny_model import build_tiny_model
+    from invert4tvg.policy.tiny_qwen import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 

@@ -70,7 +70,7 @@ def test_a_heads_new_token_trains_and_survives_save_and_load(loc_head, use_peft,
 def test_an_untied_lm_head_trains_the_new_tokens_rows_under_lora(loc_head, tmp_path):
     """Qwen2.5-VL-7B has an LM head of its own: under LoRA its rows of the new tokens must train too, or the model
     could never learn to emit them."""
-    from invert4tvg.policy.tiny_model import TinyModelSpec, build_tiny_model
+    from invert4tvg.policy.tiny_qwen import TinyModelSpec, build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "untied", seed=0, spec=TinyModelSpec(tie_word_embeddings=False))
     args = ModelArguments(
