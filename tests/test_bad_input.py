@@ -23,7 +23,7 @@ from invert4tvg.data.formats import DataError, load_records
 from invert4tvg.grpo.reward_set import RewardSet
 from invert4tvg.training.checkpoint import MANIFEST, CheckpointError
 from invert4tvg.training.output_dir import OutputDirError
-from invert4tvg.training.videos import BadVideosError
+from invert4tvg.training.batch_videos import BadVideosError
 from invert4tvg.workflows.recipe_loader import load_recipe
 from rewards.errors import RewardOutputError
 
@@ -220,7 +220,7 @@ def test_a_run_whose_videos_are_all_unreadable_stops_at_once(grpo, tiny_bench, t
     assert not (out / "final").exists()
     assert not list(out.glob("checkpoints/step_*"))
     # the fraction over the decodes still applies once 20 were tried (a large set with a few bad files runs on)
-    from invert4tvg.training.videos import VideoFailureBudget
+    from invert4tvg.training.batch_videos import VideoFailureBudget
 
     budget = VideoFailureBudget(0.05, total=1000)
     budget.record(18, {"a.mp4": "x"})  # 1 of 1000 videos, 1 of 19 decodes: neither rule yet

@@ -27,7 +27,7 @@ from invert4tvg.training.output_dir import save_final
 from invert4tvg.training.run_log import MetricsLog
 from invert4tvg.training.stops import RunInterrupted, StopSignals
 from invert4tvg.training.stream import BatchStream
-from invert4tvg.training.videos import VideoFailureBudget
+from invert4tvg.training.batch_videos import VideoFailureBudget
 
 
 class TrainerBase:
