@@ -21,9 +21,9 @@ from invert4tvg.config import DataArguments
 from invert4tvg.config_checks import ConfigError
 from invert4tvg.data.formats import DataError, load_records
 from invert4tvg.grpo.reward_set import RewardSet
+from invert4tvg.training.batch_videos import BadVideosError
 from invert4tvg.training.checkpoint import MANIFEST, CheckpointError
 from invert4tvg.training.output_dir import OutputDirError
-from invert4tvg.training.batch_videos import BadVideosError
 from invert4tvg.workflows.recipe_loader import load_recipe
 from rewards.errors import RewardOutputError
 

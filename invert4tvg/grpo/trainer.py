@@ -20,8 +20,8 @@ from invert4tvg.grpo import modelprep
 from invert4tvg.grpo.batch import StepBatch
 from invert4tvg.grpo.experience import Rollouts, grounding_spans, rollout_requests, score_rollouts
 from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
-from invert4tvg.grpo.step_metrics import gather_for_metrics, step_metrics
 from invert4tvg.grpo.sampling_correction import SamplingCorrection
+from invert4tvg.grpo.step_metrics import gather_for_metrics, step_metrics
 from invert4tvg.modeling.shared_prefix import check_attention, micro_batches, shared_prefix_batch
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
