@@ -22,7 +22,7 @@ from invert4tvg.policy.meco import EVENT, TRANSITION, decode_assignment, structu
 from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.tasks import build_task_instance
-from invert4tvg.training.output_dir import save_final
+from invert4tvg.training.output_dir import write_final
 
 HIDDEN_HEADS = ["loc", "meco"]
 
@@ -142,7 +142,7 @@ def test_save_then_load_gives_identical_spans(head, tiny_model_dir, records, tin
     torch.manual_seed(0)
     policy = policy_for(tiny_model_dir, head, for_training=True, head_width=32)
     train_briefly(policy, records, tiny_sampling)
-    final = save_final(policy.model, policy.processor, tmp_path, 10, policy.head_config())
+    final = write_final(policy.model, policy.processor, tmp_path, 10, policy.head_config())
     assert (final / head_modules.FILE).is_file()
     # the model's own files hold no head weights: a plain Qwen2.5-VL loads them without unknown keys
     from safetensors import safe_open

@@ -273,20 +273,20 @@ def test_final_is_replaced_atomically(finished, tmp_path):
     """A kill while ``final/`` is rewritten leaves the previous ``final/`` whole (a real SIGKILL mid-save)."""
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from invert4tvg.training.output_dir import save_final
+    from invert4tvg.training.output_dir import write_final
 
     run = copy_run(finished, tmp_path / "run")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(run / "final")
-    save_final(model, AutoProcessor.from_pretrained(run / "final"), run, 2)
+    write_final(model, AutoProcessor.from_pretrained(run / "final"), run, 2)
     reference = snapshot(run / "final")  # what every save below writes, byte for byte
     script = (
         "import invert4tvg, sys\n"
         "from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration\n"
-        "from invert4tvg.training.output_dir import save_final\n"
+        "from invert4tvg.training.output_dir import write_final\n"
         "m = Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[1])\n"
         "p = AutoProcessor.from_pretrained(sys.argv[1])\n"
         "print('ready', flush=True)\n"
-        "while True: save_final(m, p, sys.argv[2], 2)\n"
+        "while True: write_final(m, p, sys.argv[2], 2)\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(run / "final"), str(run)], stdout=subprocess.PIPE, text=True
