@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from data_fixtures import write_coded_video, write_json
-from run_fixtures import copy_run, grpo_args, small_train
+from run_fixtures import FAST, copy_run, grpo_args, small_train
 from safetensors.torch import load_file
 
 import rewards
@@ -24,28 +24,7 @@ from invert4tvg.grpo.reward_set import RewardSet
 from invert4tvg.training.batch_videos import BadVideosError
 from invert4tvg.training.checkpoint import MANIFEST, CheckpointError
 from invert4tvg.training.output_dir import OutputDirError
-from invert4tvg.workflows.recipe_loader import load_recipe
 from rewards.errors import RewardOutputError
-
-FAST = ("--beta", "0", "--video_fps", "1")
-
-
-@pytest.fixture(scope="module")
-def grpo():
-    return load_recipe("grpo_qwen25vl")
-
-
-@pytest.fixture(scope="module")
-def train_file(tiny_bench, tmp_path_factory):
-    return small_train(tiny_bench, tmp_path_factory.mktemp("data") / "train4.json", 4)
-
-
-@pytest.fixture(scope="module")
-def finished(grpo, tiny_bench, tiny_model_dir, train_file, tmp_path_factory):
-    """A finished 2-step run with checkpoints step_1 and step_2."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    grpo.main(grpo_args(tiny_bench, train_file, tiny_model_dir, out, "--max_steps", "2", *FAST))
-    return out
 
 
 def files_under(root: Path) -> set[str]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from run_fixtures import REPO, copy_run, grpo_args, small_train
+from run_fixtures import FAST, REPO, copy_run, grpo_args
 from safetensors.torch import load_file
 
 import rewards
@@ -31,8 +31,6 @@ from invert4tvg.training.run_log import MetricsLog, read_metrics
 from invert4tvg.training.stops import RunInterrupted, StopSignals
 from invert4tvg.workflows.recipe_loader import load_recipe
 
-FAST = ("--beta", "0", "--video_fps", "1")  # no reference pass, half the frames: about a second a step here
-
 
 def safety_length(completions, **columns):
     """Spread on an untrained model (every built-in reward scores it 0), so updates move the weights."""
@@ -41,24 +39,6 @@ def safety_length(completions, **columns):
 
 if "safety_length" not in rewards.available():
     rewards.register("safety_length", safety_length)
-
-
-@pytest.fixture(scope="module")
-def grpo():
-    return load_recipe("grpo_qwen25vl")
-
-
-@pytest.fixture(scope="module")
-def train_file(tiny_bench, tmp_path_factory):
-    return small_train(tiny_bench, tmp_path_factory.mktemp("data") / "train4.json", 4)
-
-
-@pytest.fixture(scope="module")
-def finished(grpo, tiny_bench, tiny_model_dir, train_file, tmp_path_factory):
-    """A finished 2-step run with checkpoints step_1 and step_2."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    grpo.main(grpo_args(tiny_bench, train_file, tiny_model_dir, out, "--max_steps", "2", *FAST))
-    return out
 
 
 def snapshot(run: Path) -> dict[str, bytes]:
