@@ -25,7 +25,7 @@ from invert4tvg.data.frames import VideoSampling
 from invert4tvg.data.records import GroundingRecord
 from invert4tvg.modeling.processing import video_processor_kwargs
 from invert4tvg.tasks import TaskUnavailable, build_task_instance
-from invert4tvg.training.videos import VideoFailureBudget, load_videos
+from invert4tvg.training.batch_videos import VideoFailureBudget, load_videos
 from rewards import nlp
 
 logger = logging.getLogger(__name__)
