@@ -169,7 +169,7 @@ def run_compare(
     steps: int = 200,
     jobs: int = 2,
     num_videos: int | None = None,
-    testbed: str = "demo",
+    testbed: str = "lookalike",
 ) -> Path:
     from invert4tvg.eval.report import build_report
 
