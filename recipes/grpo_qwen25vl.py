@@ -41,7 +41,7 @@ from invert4tvg.policy.loading import load_policy, mixed_precision
 from invert4tvg.rollout.options import engine_options
 from invert4tvg.training import trackers
 from invert4tvg.training.announce import end_lines, grpo_start_lines, say
-from invert4tvg.training.fsdp import gathered
+from invert4tvg.training.fsdp import gathered, reads_weights
 from invert4tvg.training.launch import check_launch
 from invert4tvg.training.output_dir import prepare_output_dir, replace_previous_run
 from invert4tvg.training.run_log import write_metadata
@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
     train_records = load_split(data_args, "train")
     val_records = load_split(data_args, "val")[: args.eval_max_samples] if data_args.val_annotations else None
     test_records = load_split(data_args, "test") if data_args.test_annotations else None
-    policy = load_policy(model_args)
+    policy = load_policy(
+        model_args, meta=not reads_weights(args, accelerator)
+    )  # FSDP2: the main process reads
     templates = load_templates(task_args, policy)
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     sampler = build_sampler(task_args, seed=args.seed)

@@ -30,6 +30,7 @@ from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.tasks import build_task_instance
 from invert4tvg.training import trackers
 from invert4tvg.training.announce import end_lines, say, sft_start_lines
+from invert4tvg.training.fsdp import reads_weights
 from invert4tvg.training.launch import check_launch
 from invert4tvg.training.output_dir import prepare_output_dir, replace_previous_run
 from invert4tvg.training.run_log import write_metadata
@@ -64,7 +65,13 @@ def main(argv: list[str] | None = None) -> None:
     grounding = []
     if args.grounding_annotations:
         grounding = load_split(replace(data_args, train_annotations=args.grounding_annotations), "train")
-    policy = load_policy(model_args, extra_options={"think_template": args.think_template})
+    policy = load_policy(
+        model_args,
+        extra_options={"think_template": args.think_template},
+        meta=not reads_weights(
+            args, accelerator
+        ),  # FSDP2: the main process reads the weights, the others none
+    )
     templates, sampling = load_templates(task_args, policy), data_args.sampling()
     nlp.set_aspectual_verbs(task_args.aspectual_verbs)  # one list for the VC mask and the verb rewards
     rng = np.random.default_rng(args.seed)

@@ -17,6 +17,7 @@ The recipes themselves then run sharded: GRPO through a sharded checkpoint and a
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -51,6 +52,44 @@ def test_fsdp2_updates_equal_one_unsharded_process(sharded, tiny_model_dir, tiny
         torch.testing.assert_close(two_weights[name], weight, rtol=1e-5, atol=2e-6, msg=name)
 
 
+@pytest.mark.parametrize("variant", ["lora", "loc"])
+def test_fsdp2_lora_and_hidden_state_heads_train_as_one_process(
+    sharded, tiny_model_dir, tiny_bench, tmp_path, variant
+):
+    """LoRA (reference: the adapter disabled) and a head with a module of its own (loc, its auxiliary loss on)
+    under FSDP2: 3 updates equal one unsharded process's, and they trained what they should."""
+    import distributed_worker
+
+    model, overrides = distributed_worker.VARIANTS[variant]
+    two = json.loads((sharded / f"{variant}/stats.json").read_text())
+    two_weights = torch.load(sharded / f"{variant}/weights.pt", weights_only=True)
+    one = distributed_worker.run_steps(
+        str(tiny_model_dir),
+        str(tiny_bench),
+        str(tmp_path),
+        3,
+        4,
+        Accelerator(cpu=True),
+        model=model,
+        **overrides,
+    )
+    assert two["sharded"] and two["optimizer_steps"] == one["optimizer_steps"] == 3
+    assert all(map(math.isfinite, two["loss"] + two["grad_norm"]))
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5, abs=1e-7)
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-5)
+    assert two["kl"] == pytest.approx(one["kl"], rel=1e-4, abs=1e-8)
+    assert one["kl"][0] == 0.0 and one["kl"][2] > 0
+    assert set(two_weights) == set(one["weights"])
+    for name, weight in one["weights"].items():
+        torch.testing.assert_close(two_weights[name], weight, rtol=1e-5, atol=2e-6, msg=name)
+    start = distributed_worker.initial_weights(str(tiny_model_dir), model)
+    moved = {name for name, weight in two_weights.items() if not torch.equal(weight, start[name])}
+    if variant == "lora":
+        assert moved and all("lora_" in name for name in moved)  # the base model stays frozen
+    else:
+        assert any("invert4tvg_head" in name for name in moved)  # the auxiliary loss trains the module
+
+
 def test_rollouts_under_fsdp2_are_the_unsharded_tokens(sharded, tiny_model_dir, tiny_bench, tmp_path):
     import distributed_worker
 
@@ -66,6 +105,25 @@ def test_rollouts_under_fsdp2_are_the_unsharded_tokens(sharded, tiny_model_dir, 
     # The weight-sync payload of a sharded policy: the whole trainable tensors, as the unsharded policy's.
     sync, expected = torch.load(sharded / "sync.pt", weights_only=True), trainer.policy.weights_for_sync()
     assert sync.keys() == expected.keys() and all(torch.equal(sync[k], expected[k]) for k in expected)
+
+
+def test_fsdp2_process_without_weights_on_disk_holds_the_checkpoint(sharded, tiny_model_dir):
+    """Process 1 built the model on the meta device (only the main process reads the weights): its sharded policy
+    and reference are the checkpoint's tensors and its buffers (rotary inv_freq) those of a model loaded from it."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    loaded = torch.load(sharded / "loaded_1.pt", weights_only=True)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    expected = dict(model.named_parameters())
+    for key in ("policy", "reference"):
+        assert loaded[key].keys() == expected.keys(), key
+        for name, tensor in expected.items():
+            assert torch.equal(loaded[key][name], tensor), f"{key} {name}"
+    for key in ("buffers", "reference_buffers"):
+        buffers = dict(model.named_buffers())
+        assert loaded[key].keys() == buffers.keys()
+        for name, buffer in buffers.items():
+            assert loaded[key][name].dtype == buffer.dtype and torch.equal(loaded[key][name], buffer), name
 
 
 def test_fsdp2_reference_is_the_policy_at_step_0_under_bf16(sharded):
