@@ -135,8 +135,9 @@ def test_fsdp2_reference_is_the_policy_at_step_0_under_bf16(sharded):
 def test_fsdp2_recipe_sharded_checkpoint_resumes_bit_exact_and_final_loads(
     tiny_model_dir, tiny_bench, tmp_path
 ):
-    """The GRPO recipe with fsdp: full_shard on 2 processes: a run resumed from its sharded step-2 checkpoint ends
-    with the straight run's weights, bit for bit; final/ is one consolidated safetensors model."""
+    """The GRPO recipe with fsdp: full_shard on 2 processes, with the loc head (a module of its own, its auxiliary
+    loss on): a run resumed from its sharded step-2 checkpoint ends with the straight run's weights, bit for bit;
+    final/ is one consolidated safetensors model with the head module's weights in their own file."""
     from safetensors.torch import load_file
     from test_grpo_training import recipe_args
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -150,6 +151,7 @@ def test_fsdp2_recipe_sharded_checkpoint_resumes_bit_exact_and_final_loads(
         "2",
     ]  # 1 prompt x G
     common += ["--num_generations", "2", "--test_annotations", ""]
+    common += ["--head", "loc", "--head_width", "16", "--head_aux_loss_weight", "0.5"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train = tiny_bench / "train.json"
     torchrun(
@@ -164,9 +166,10 @@ def test_fsdp2_recipe_sharded_checkpoint_resumes_bit_exact_and_final_loads(
         2, "recipe", *recipe_args(tiny_bench, train, tiny_model_dir, resumed), *common,
         "--resume_from_checkpoint", str(checkpoint),
     )  # fmt: skip
+    for name in ("model.safetensors", "invert4tvg_head.safetensors"):
+        a, b = load_file(straight / "final" / name), load_file(resumed / "final" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     a = load_file(straight / "final/model.safetensors")
-    b = load_file(resumed / "final/model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     start = load_file(tiny_model_dir / "model.safetensors")
     assert a.keys() == start.keys()  # the layout of an unsharded save (a tied LM head stored once)
     assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
@@ -174,6 +177,31 @@ def test_fsdp2_recipe_sharded_checkpoint_resumes_bit_exact_and_final_loads(
     model.save_pretrained(tmp_path / "again")  # loaded as saved: writing it back gives the same tensors
     again = load_file(tmp_path / "again/model.safetensors")
     assert again.keys() == a.keys() and all(torch.equal(again[k], a[k]) for k in a)
+
+
+def test_fsdp2_recipe_with_lora_saves_an_adapter_that_loads(tiny_model_dir, tiny_bench, tmp_path):
+    """LoRA under FSDP2 through the recipe (the reference is the policy with its adapter disabled): final/ holds
+    the trained adapter alone, which loads onto its base model."""
+    from safetensors.torch import load_file
+    from test_grpo_training import recipe_args
+
+    from invert4tvg.config import ModelArguments
+    from invert4tvg.policy.loading import load_policy
+
+    out = tmp_path / "lora"
+    args = recipe_args(tiny_bench, tiny_bench / "train.json", tiny_model_dir, out)
+    args += ["--fsdp", "full_shard", "--use_peft", "true", "--lora_r", "4", "--max_steps", "2"]
+    args += ["--per_device_train_batch_size", "2", "--num_generations", "2", "--test_annotations", ""]
+    torchrun(2, "recipe", *args)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(math.isfinite(row["loss"]) for row in rows)
+    adapter = load_file(out / "final/adapter_model.safetensors")
+    assert adapter and all("lora_" in name for name in adapter)
+    assert any(bool(t.abs().sum() > 0) for name, t in adapter.items() if "lora_B" in name)  # it trained
+    policy = load_policy(ModelArguments(model_name_or_path=str(out / "final")), for_training=False)
+    merged = dict(policy.model.named_parameters())
+    base = load_policy(ModelArguments(model_name_or_path=str(tiny_model_dir)), for_training=False)
+    assert any(not torch.equal(p, merged[n]) for n, p in base.model.named_parameters())
 
 
 def test_checkpoint_metadata_that_would_run_code_is_refused(tmp_path):
