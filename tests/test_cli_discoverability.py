@@ -3,6 +3,7 @@ the working directory, one-line errors for a missing model and the flash-attn fa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 import invert4tvg
 from invert4tvg.commands import train
-from invert4tvg.config import ModelArguments
+from invert4tvg.config import DataArguments, GRPOArguments, ModelArguments, TaskArguments
 from invert4tvg.policy.loading import attention, load_policy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +40,12 @@ def test_version_and_train_help_list_the_recipe_fields():
     ):
         assert re.search(rf"--{field} \S+ .+?\(default: {re.escape(default)}\)", out), field
     assert "--config CONFIG YAML file of these fields" in out  # TrlParser's own --config, listed too
+    # argparse %-formats help text: a bare "%" in a field's help printed the argument's dict in its place
+    assert "object at 0x" not in out
+    unwrapped = re.sub(r"\s+", "", shown.stdout)  # argparse wraps lines at spaces and hyphens
+    for dtype in (ModelArguments, DataArguments, TaskArguments, GRPOArguments):
+        for f in dataclasses.fields(dtype):
+            assert re.sub(r"\s+", "", f.metadata["help"]) in unwrapped, f.name
 
 
 def test_env_reports_versions_devices_and_optional_parts():

@@ -48,9 +48,7 @@ def detached(model: torch.nn.Module) -> Iterator[torch.nn.Module | None]:
             owner.add_module(ATTRIBUTE, module)
 
 
-def save(
-    model: torch.nn.Module, directory: str | Path, state: dict[str, torch.Tensor] | None = None
-) -> None:
+def save(model: torch.nn.Module, directory: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
     """Write the head's weights beside a saved model (nothing for heads without modules). ``state``: the module's
     whole weights where the model is sharded (from :func:`split_state_dict`), written in place of its own."""
     from safetensors.torch import save_file

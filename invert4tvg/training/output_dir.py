@@ -56,8 +56,9 @@ class OutputDirError(UserError, ValueError):
 def prepare_output_dir(args: Any, config: dict[str, Any], is_main_process: bool = True) -> Path | None:
     """Check ``output_dir`` against ``--resume_from_checkpoint`` / ``--overwrite_output_dir`` and return the checkpoint
     to resume from (None for a fresh run). Raises :class:`OutputDirError` (or the checkpoint's error); writes and
-    removes nothing: with ``overwrite_output_dir`` the recipe calls :func:`replace_previous_run` once the data and
-    the model have loaded, so a run that fails to start leaves the previous one as it was."""
+    removes nothing: with ``overwrite_output_dir``, ``TrainingRun.begin`` (training/run.py) calls
+    :func:`replace_previous_run` once the data and the model have loaded, so a run that fails to start leaves the
+    previous one as it was."""
     out = Path(args.output_dir)
     overwrite = bool(getattr(args, "overwrite_output_dir", False))
     if out.exists() and not out.is_dir():

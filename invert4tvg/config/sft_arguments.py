@@ -1,0 +1,47 @@
+"""``SFTArguments``: the supervised warm start (``recipes/sft_warmstart.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from invert4tvg.config.training_arguments import TrainingArguments
+from rewards.base import INVERSION_TASKS
+
+
+@dataclass
+class SFTArguments(TrainingArguments):
+    output_dir: str = field(default="runs/sft", metadata={"help": "Run directory of the warm start."})
+    invert_sft_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of examples that are Invert-SFT (clip -> query, paper appendix D)."},
+    )
+    invert_sft_tasks: list[str] = field(
+        default_factory=lambda: ["vd"],
+        metadata={
+            "help": "Inversion prompts Invert-SFT draws from (uniformly): vd (the paper: describe -> the query), "
+            "vc (fill in the verb -> the query), ar (name the action -> its verb as the query writes it)."
+        },
+    )
+    grounding_annotations: str | None = field(
+        default=None,
+        metadata={
+            "help": "Grounding examples come from this file (same dataset_format and video_dir) instead of the "
+            "training queries, which then serve Invert-SFT only: a warm start that learns the answer format on "
+            "another temporal question and leaves the benchmark's grounding to RL (the lookalike testbed)."
+        },
+    )
+    max_completion_length: int = field(default=256, metadata={"help": "Longest target, in tokens."})
+    think_template: str = field(
+        default="I look for when the event happens.",
+        metadata={
+            "help": "The <think> text of grounding targets ({query}, {start}, {end}, {duration} available)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = sorted(set(self.invert_sft_tasks) - set(INVERSION_TASKS))
+        if unknown or (self.invert_sft_fraction > 0 and not self.invert_sft_tasks):
+            raise ValueError(
+                f"invert_sft_tasks must be a non-empty subset of vc, ar, vd; got {self.invert_sft_tasks}"
+            )
