@@ -27,7 +27,9 @@ ROLLOUT_TOKENS = (12, 5)  # max new tokens of process 0 and 1 in the sharded rol
 # Policies trained under FSDP2 beside the full fine-tuning of the default head: (ModelArguments, GRPO overrides).
 VARIANTS = {
     "lora": ({"use_peft": True, "lora_r": 4, "lora_alpha": 8}, {}),  # the reference: the adapter disabled
-    "loc": ({"head": "loc", "head_width": 16}, {"head_aux_loss_weight": 0.5}),  # a hidden-state head's module
+    # hidden-state heads' modules (the auxiliary loss trains them): the last layer, and the one before (meco)
+    "loc": ({"head": "loc", "head_width": 16}, {"head_aux_loss_weight": 0.5}),
+    "meco": ({"head": "meco", "head_width": 16}, {"head_aux_loss_weight": 0.5}),
 }
 
 

@@ -52,12 +52,12 @@ def test_fsdp2_updates_equal_one_unsharded_process(sharded, tiny_model_dir, tiny
         torch.testing.assert_close(two_weights[name], weight, rtol=1e-5, atol=2e-6, msg=name)
 
 
-@pytest.mark.parametrize("variant", ["lora", "loc"])
+@pytest.mark.parametrize("variant", ["lora", "loc", "meco"])
 def test_fsdp2_lora_and_hidden_state_heads_train_as_one_process(
     sharded, tiny_model_dir, tiny_bench, tmp_path, variant
 ):
-    """LoRA (reference: the adapter disabled) and a head with a module of its own (loc, its auxiliary loss on)
-    under FSDP2: 3 updates equal one unsharded process's, and they trained what they should."""
+    """LoRA (reference: the adapter disabled) and the heads with a module of their own (loc, meco; their auxiliary
+    loss on) under FSDP2: 3 updates equal one unsharded process's, and they trained what they should."""
     import distributed_worker
 
     model, overrides = distributed_worker.VARIANTS[variant]
