@@ -334,4 +334,8 @@ if __name__ == "__main__":
         parser.add_argument("--loss_type", default="dapo")
         ns = parser.parse_args(sys.argv[2:])
         run(ns.model, ns.bench, ns.out, ns.loss_type)
+    # Exiting with gloo's threads alive can abort (training/run.py: finish).
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     sys.exit(0)
