@@ -158,6 +158,25 @@ def initial_weights(model_dir: str, model: dict | None = None) -> dict[str, torc
     return {n: p.detach().clone() for n, p in load_policy(args).model.named_parameters()}
 
 
+def save_warm_adapter(model_dir: str, out: str) -> str:
+    """A LoRA adapter as an SFT warm start leaves it (``lora_B`` not 0), saved with its processor."""
+    from invert4tvg.config import ModelArguments
+    from invert4tvg.policy.loading import load_policy
+
+    torch.manual_seed(3)
+    args = ModelArguments(
+        model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0, **VARIANTS["lora"][0]
+    )
+    policy = load_policy(args)
+    with torch.no_grad():
+        for name, param in policy.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+    policy.model.save_pretrained(out)
+    policy.processor.save_pretrained(out)
+    return out
+
+
 def record_grads(trainer, into: dict[str, torch.Tensor]) -> None:
     """Keep the whole gradients the optimizer sees at its next step (gathered from the shards under FSDP2)."""
     from invert4tvg.training.fsdp import full_tensor
@@ -260,6 +279,13 @@ def fsdp_suite(model_dir: str, bench: str, out: str) -> None:
     run_steps(model_dir, bench, f"{out}/micro2", 3, 2, fsdp="full_shard")
     for name, (model, overrides) in VARIANTS.items():
         run_steps(model_dir, bench, f"{out}/{name}", 3, 4, fsdp="full_shard", model=model, **overrides)
+    # A trained (warm-start) adapter: the reference is a frozen copy of it, the "ref" adapter.
+    if torch.distributed.get_rank() == 0:
+        save_warm_adapter(model_dir, f"{out}/warm_adapter")
+    torch.distributed.barrier()
+    run_steps(
+        f"{out}/warm_adapter", bench, f"{out}/lora-warm", 3, 4, fsdp="full_shard", model=VARIANTS["lora"][0]
+    )
     trainer, _, _, requests = setup(model_dir, bench, f"{out}/rollouts", fsdp="full_shard")
     rank = trainer.accelerator.process_index
     # What process 1 holds after loading: it built the model on the meta device and received its shards.

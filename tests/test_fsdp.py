@@ -52,15 +52,18 @@ def test_fsdp2_updates_equal_one_unsharded_process(sharded, tiny_model_dir, tiny
         torch.testing.assert_close(two_weights[name], weight, rtol=1e-5, atol=2e-6, msg=name)
 
 
-@pytest.mark.parametrize("variant", ["lora", "loc", "meco"])
+@pytest.mark.parametrize("variant", ["lora", "lora-warm", "loc", "meco"])
 def test_fsdp2_lora_and_hidden_state_heads_train_as_one_process(
     sharded, tiny_model_dir, tiny_bench, tmp_path, variant
 ):
-    """LoRA (reference: the adapter disabled) and the heads with a module of their own (loc, meco; their auxiliary
-    loss on) under FSDP2: 3 updates equal one unsharded process's, and they trained what they should."""
+    """LoRA (reference: the adapter disabled; from a trained adapter: a frozen copy of it) and the heads with a
+    module of their own (loc, meco; their auxiliary loss on) under FSDP2: 3 updates equal one unsharded process's,
+    and they trained what they should."""
     import distributed_worker
 
-    model, overrides = distributed_worker.VARIANTS[variant]
+    model, overrides = distributed_worker.VARIANTS[variant.removesuffix("-warm")]
+    if variant == "lora-warm":
+        tiny_model_dir = sharded / "warm_adapter"
     two = json.loads((sharded / f"{variant}/stats.json").read_text())
     two_weights = torch.load(sharded / f"{variant}/weights.pt", weights_only=True)
     one = distributed_worker.run_steps(
@@ -83,8 +86,13 @@ def test_fsdp2_lora_and_hidden_state_heads_train_as_one_process(
     for name, weight in one["weights"].items():
         torch.testing.assert_close(two_weights[name], weight, rtol=1e-5, atol=2e-6, msg=name)
     start = distributed_worker.initial_weights(str(tiny_model_dir), model)
-    moved = {name for name, weight in two_weights.items() if not torch.equal(weight, start[name])}
-    if variant == "lora":
+    moved = {n for n, weight in two_weights.items() if n in start and not torch.equal(weight, start[n])}
+    if variant == "lora-warm":  # the reference adapter stays the adapter as loaded
+        ref = {name: w for name, w in two_weights.items() if ".ref." in name}
+        assert ref and all(
+            torch.equal(w, start[name.replace(".ref.", ".default.")]) for name, w in ref.items()
+        )
+    if variant.startswith("lora"):
         assert moved and all("lora_" in name for name in moved)  # the base model stays frozen
     else:
         assert any("invert4tvg_head" in name for name in moved)  # the auxiliary loss trains the module
