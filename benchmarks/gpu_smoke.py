@@ -54,7 +54,7 @@ from invert4tvg.grpo.loss import (
 from invert4tvg.modeling.architectures import published_config
 from invert4tvg.policy.base import CompletionPolicy
 from invert4tvg.policy.loading import prepare_for_training, upcast_trainable
-from invert4tvg.policy.tiny_model import TinyModelSpec, build_processor, tiny_config, train_tokenizer
+from invert4tvg.policy.tiny_qwen import TinyModelSpec, build_processor, tiny_config, train_tokenizer
 from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.training import fsdp

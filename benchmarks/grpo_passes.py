@@ -27,9 +27,9 @@ import torch
 import invert4tvg  # noqa: F401  (torchvision shim before anything imports transformers)
 from invert4tvg.config import ModelArguments
 from invert4tvg.data.frames import DecodedVideo
-from invert4tvg.modeling.shared_prefix import shared_prefix_batch
+from invert4tvg.modeling.shared_prefix import pack_groups
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.tiny_model import build_tiny_model
+from invert4tvg.policy.tiny_qwen import build_tiny_model
 from invert4tvg.rollout.base import Completion, SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 
@@ -105,7 +105,7 @@ def time_passes(policy, request, batches: dict) -> dict[str, dict[str, float]]:
         model.zero_grad(set_to_none=True)
 
     engines = {
-        "repeated": HFEngine(model, policy.processor, shared_prefill=False),
+        "repeated": HFEngine(model, policy.processor, prefill_once=False),
         "shared": HFEngine(model, policy.processor),
     }
     sampling = SamplingParams(temperature=1.0, max_tokens=ROLLOUT_TOKENS, seed=0)
@@ -161,7 +161,7 @@ def main(json_path: str | None = None) -> None:
         model_dir = str(build_tiny_model(Path(tmp) / "tiny", seed=0))
         policy = load_policy(ModelArguments(model_name_or_path=model_dir, freeze_vision_tower=False))
         repeated = build_batch(policy)
-        batches = {"repeated": repeated, "shared": shared_prefix_batch(repeated, GROUP, policy.model)}
+        batches = {"repeated": repeated, "shared": pack_groups(repeated, GROUP, policy.model)}
         visual = int(repeated.inputs["video_grid_thw"][0].prod()) // 4
         prompt_len = repeated.inputs["input_ids"].shape[1] - repeated.completion_ids.shape[1]
         times = time_passes(policy, group_request(policy, np.random.default_rng(0)), batches)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import invert4tvg  # noqa: F401  (torchvision shim before anything imports transformers)
 from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
-from invert4tvg.policy.tiny_model import build_tiny_model
+from invert4tvg.policy.tiny_qwen import build_tiny_model
 from invert4tvg.workflows.demo import _args, _paths, load_recipe
 
 PARTS = ("time/video", "time/rollout", "time/reward", "time/logprobs", "time/update", "time/step")

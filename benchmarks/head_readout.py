@@ -35,7 +35,7 @@ import invert4tvg  # noqa: F401  (torchvision shim before anything imports trans
 from invert4tvg.config import ModelArguments
 from invert4tvg.policy import hidden
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.tiny_model import build_tiny_model
+from invert4tvg.policy.tiny_qwen import build_tiny_model
 from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 

@@ -34,7 +34,7 @@ from invert4tvg.data.frames import VideoSampling, VideoSpec
 from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
 from invert4tvg.data.video import decode_video
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.tiny_model import build_tiny_model
+from invert4tvg.policy.tiny_qwen import build_tiny_model
 from invert4tvg.rollout import cluster
 from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine

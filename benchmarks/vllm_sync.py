@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(out: Path) -> Path:
-    from invert4tvg.policy.tiny_model import TinyModelSpec, build_tiny_model
+    from invert4tvg.policy.tiny_qwen import TinyModelSpec, build_tiny_model
 
     spec = TinyModelSpec(
         hidden_size=1024,

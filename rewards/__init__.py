@@ -33,7 +33,7 @@ from rewards.grounding import SPAN_PARSERS, parse_span_time_r1  # isort: skip
 from rewards.verbs import ActionRecognitionReward, VerbCompletionReward, VideoDescriptionReward  # isort: skip
 from rewards.cosine import CosineReward, EmbeddingsUnavailable  # isort: skip
 from rewards.composite import Invert4TVGReward, RewardBreakdown  # isort: skip
-from rewards.frames import FrameF1Reward, window_labels  # isort: skip
+from rewards.frame_f1 import FrameF1Reward, window_labels  # isort: skip
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny offline Qwen2.5-VL and a small synthetic benchmark, each built once per session."""
+"""Shared fixtures: the tiny offline Qwen2.5-VL and a small synthetic benchmark, each built once per session; the
+GRPO recipe, a 4-query train file and a finished 2-step run, built once per test module that asks for them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_fixtures import FAST, grpo_args, small_train
 
 import invert4tvg  # noqa: F401  (first: makes the CUDA-only torchvision wheel importable on CPU torch)
 
@@ -19,7 +21,7 @@ TINY_SAMPLING = {"min_pixels": 3136, "total_pixels": 200704}
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from invert4tvg.policy.tiny_model import build_tiny_model
+    from invert4tvg.policy.tiny_qwen import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
@@ -75,3 +77,23 @@ def ray_session():
     ) and time.monotonic() < deadline:
         time.sleep(0.25)
     assert not left, f"Ray processes left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def grpo():
+    from invert4tvg.workflows.recipe_loader import load_recipe
+
+    return load_recipe("grpo_qwen25vl")
+
+
+@pytest.fixture(scope="module")
+def train_file(tiny_bench, tmp_path_factory):
+    return small_train(tiny_bench, tmp_path_factory.mktemp("data") / "train4.json", 4)
+
+
+@pytest.fixture(scope="module")
+def finished(grpo, tiny_bench, tiny_model_dir, train_file, tmp_path_factory):
+    """A finished 2-step run with checkpoints step_1 and step_2."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    grpo.main(grpo_args(tiny_bench, train_file, tiny_model_dir, out, "--max_steps", "2", *FAST))
+    return out

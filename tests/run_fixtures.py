@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+FAST = ("--beta", "0", "--video_fps", "1")  # no reference pass, half the frames: about a second a step here
 
 
 def small_train(bench: Path, out: Path, n: int = 4) -> Path:

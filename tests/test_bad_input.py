@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from data_fixtures import write_coded_video, write_json
-from run_fixtures import copy_run, grpo_args, small_train
+from run_fixtures import FAST, copy_run, grpo_args, small_train
 from safetensors.torch import load_file
 
 import rewards
@@ -21,31 +21,10 @@ from invert4tvg.config import DataArguments
 from invert4tvg.config_checks import ConfigError
 from invert4tvg.data.formats import DataError, load_records
 from invert4tvg.grpo.reward_set import RewardSet
+from invert4tvg.training.batch_videos import BadVideosError
 from invert4tvg.training.checkpoint import MANIFEST, CheckpointError
 from invert4tvg.training.output_dir import OutputDirError
-from invert4tvg.training.videos import BadVideosError
-from invert4tvg.workflows.recipe_loader import load_recipe
 from rewards.errors import RewardOutputError
-
-FAST = ("--beta", "0", "--video_fps", "1")
-
-
-@pytest.fixture(scope="module")
-def grpo():
-    return load_recipe("grpo_qwen25vl")
-
-
-@pytest.fixture(scope="module")
-def train_file(tiny_bench, tmp_path_factory):
-    return small_train(tiny_bench, tmp_path_factory.mktemp("data") / "train4.json", 4)
-
-
-@pytest.fixture(scope="module")
-def finished(grpo, tiny_bench, tiny_model_dir, train_file, tmp_path_factory):
-    """A finished 2-step run with checkpoints step_1 and step_2."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    grpo.main(grpo_args(tiny_bench, train_file, tiny_model_dir, out, "--max_steps", "2", *FAST))
-    return out
 
 
 def files_under(root: Path) -> set[str]:
@@ -220,7 +199,7 @@ def test_a_run_whose_videos_are_all_unreadable_stops_at_once(grpo, tiny_bench, t
     assert not (out / "final").exists()
     assert not list(out.glob("checkpoints/step_*"))
     # the fraction over the decodes still applies once 20 were tried (a large set with a few bad files runs on)
-    from invert4tvg.training.videos import VideoFailureBudget
+    from invert4tvg.training.batch_videos import VideoFailureBudget
 
     budget = VideoFailureBudget(0.05, total=1000)
     budget.record(18, {"a.mp4": "x"})  # 1 of 1000 videos, 1 of 19 decodes: neither rule yet

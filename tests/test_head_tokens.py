@@ -9,7 +9,7 @@ import torch
 from invert4tvg.config import ModelArguments
 from invert4tvg.policy.loading import HEADS, load_policy
 from invert4tvg.policy.text_timestamps import TextTimestampPolicy
-from invert4tvg.training.output_dir import save_final
+from invert4tvg.training.output_dir import write_final
 
 
 class LocHead(TextTimestampPolicy):
@@ -60,7 +60,7 @@ def test_a_heads_new_token_trains_and_survives_save_and_load(loc_head, use_peft,
     ):  # LoRA's trainable tokens: that row only (full fine-tuning moves every row of a tied LM head)
         torch.testing.assert_close(after[1], before[1])
 
-    final = save_final(policy.model, policy.processor, tmp_path, 3, policy.head_config())
+    final = write_final(policy.model, policy.processor, tmp_path, 3, policy.head_config())
     loaded = load_policy(ModelArguments(model_name_or_path=str(final), dtype="float32"), for_training=False)
     assert isinstance(loaded, LocHead)
     assert loaded.processor.tokenizer.convert_tokens_to_ids("<LOC>") == loc
@@ -70,7 +70,7 @@ def test_a_heads_new_token_trains_and_survives_save_and_load(loc_head, use_peft,
 def test_an_untied_lm_head_trains_the_new_tokens_rows_under_lora(loc_head, tmp_path):
     """Qwen2.5-VL-7B has an LM head of its own: under LoRA its rows of the new tokens must train too, or the model
     could never learn to emit them."""
-    from invert4tvg.policy.tiny_model import TinyModelSpec, build_tiny_model
+    from invert4tvg.policy.tiny_qwen import TinyModelSpec, build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "untied", seed=0, spec=TinyModelSpec(tie_word_embeddings=False))
     args = ModelArguments(
@@ -102,7 +102,7 @@ def test_an_untied_lm_head_trains_the_new_tokens_rows_under_lora(loc_head, tmp_p
     others = [i for i in range(len(before)) if i != loc]
     torch.testing.assert_close(after[others], before[others])  # LoRA leaves every other row alone
 
-    final = save_final(policy.model, policy.processor, tmp_path, 3, policy.head_config())
+    final = write_final(policy.model, policy.processor, tmp_path, 3, policy.head_config())
     loaded = load_policy(ModelArguments(model_name_or_path=str(final), dtype="float32"), for_training=False)
     with torch.no_grad():
         row = loaded.model.get_output_embeddings()(torch.eye(after.shape[1])).T[loc]

@@ -22,7 +22,7 @@ from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.sft.trainer import supervised_example
 from invert4tvg.tasks import build_task_instance
-from invert4tvg.training.output_dir import save_final
+from invert4tvg.training.output_dir import write_final
 from rewards import window_labels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ def test_a_saved_model_reloads_with_its_head_and_answers_the_same(
 ):
     options = {"head_frames": 7} if head == "frame_seg" else {}
     policy = policy_for(tiny_model_dir, head, **options)
-    final = save_final(policy.model, policy.processor, tmp_path, 0, policy.head_config())
+    final = write_final(policy.model, policy.processor, tmp_path, 0, policy.head_config())
     loaded = load_policy(ModelArguments(model_name_or_path=str(final), dtype="float32"), for_training=False)
     assert type(loaded) is type(policy) and loaded.head_config() == policy.head_config()
     greedy = SamplingParams(temperature=0.0, max_tokens=12)

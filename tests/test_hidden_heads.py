@@ -22,7 +22,7 @@ from invert4tvg.policy.meco import EVENT, TRANSITION, decode_assignment, structu
 from invert4tvg.rollout.base import SamplingParams
 from invert4tvg.rollout.hf import HFEngine
 from invert4tvg.tasks import build_task_instance
-from invert4tvg.training.output_dir import save_final
+from invert4tvg.training.output_dir import write_final
 
 HIDDEN_HEADS = ["loc", "meco"]
 
@@ -142,7 +142,7 @@ def test_save_then_load_gives_identical_spans(head, tiny_model_dir, records, tin
     torch.manual_seed(0)
     policy = policy_for(tiny_model_dir, head, for_training=True, head_width=32)
     train_briefly(policy, records, tiny_sampling)
-    final = save_final(policy.model, policy.processor, tmp_path, 10, policy.head_config())
+    final = write_final(policy.model, policy.processor, tmp_path, 10, policy.head_config())
     assert (final / head_modules.FILE).is_file()
     # the model's own files hold no head weights: a plain Qwen2.5-VL loads them without unknown keys
     from safetensors import safe_open
@@ -253,7 +253,7 @@ def test_the_auxiliary_head_loss_is_the_same_in_both_layouts(head, tiny_model_di
     """GRPO's passes use one shared-prefix row per group; the head's loss read from them equals the loss read
     from the repeated rows, so ``head_aux_loss_weight`` means the same in either layout."""
     from invert4tvg.modeling.readout import capture_layers
-    from invert4tvg.modeling.shared_prefix import shared_prefix_batch
+    from invert4tvg.modeling.shared_prefix import pack_groups
 
     torch.manual_seed(0)
     policy = policy_for(tiny_model_dir, head, for_training=True, head_width=32)
@@ -266,7 +266,7 @@ def test_the_auxiliary_head_loss_is_the_same_in_both_layouts(head, tiny_model_di
     spans = [(r.start, r.end, r.duration) for r in records[:2] for _ in range(3)]
     spans[1] = None  # a completion without ground truth (an inversion task) adds nothing
     losses = []
-    for layout in (batch, shared_prefix_batch(batch, 3, policy.model)):
+    for layout in (batch, pack_groups(batch, 3, policy.model)):
         with capture_layers(policy.model, policy.hidden_layers) as store:
             policy.completion_logprobs(policy.model, layout)
         losses.append(policy.rl_head_loss(store, layout, spans))
@@ -295,7 +295,7 @@ def test_the_hf_engine_returns_the_states_a_pass_over_the_finished_sequences_giv
     train_briefly(policy, records, tiny_sampling, steps=20)  # so that completions contain the head's tokens
     requests = requests_for(policy, records, tiny_sampling)
     assert all(r.readout is not None for r in requests)
-    engine = HFEngine(policy.model, policy.processor, shared_prefill=prefill)
+    engine = HFEngine(policy.model, policy.processor, prefill_once=prefill)
     completions = engine.generate(requests, SamplingParams(temperature=1.0, max_tokens=20, seed=1))
     flat = [(i, c) for i, group in enumerate(completions) for c in group]
     recomputed = policy.hidden_states(requests, flat)

@@ -1,7 +1,7 @@
 """Qwen2.5-VL positions as the model was pretrained (``invert4tvg/modeling/positions.py``), pinned on a hand-computed
 prompt (text, a video of three temporal grids, text) in every pass that builds them: the rule itself, the model's own
 forward (plain layout: old / reference / update passes, readouts), the shared-prefix layout, and ``generate`` with
-and without the shared prefill (HF rollouts, evaluation). tests/test_vllm_engine.py (make test-vllm) checks the same rule against vLLM's positions.
+and without one prefill per prompt (prefill_once: HF rollouts, evaluation). tests/test_vllm_engine.py (make test-vllm) checks the same rule against vLLM's positions.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from transformers import BatchFeature, Qwen2_5_VLForConditionalGeneration
 
 from invert4tvg.config import ModelArguments
 from invert4tvg.modeling.positions import mrope_module, rope_index
-from invert4tvg.modeling.prefill import shared_prefill
+from invert4tvg.modeling.prefill import prefill_once
 from invert4tvg.modeling.sequences import SequenceBatch
-from invert4tvg.modeling.shared_prefix import shared_prefix_batch
+from invert4tvg.modeling.shared_prefix import pack_groups
 from invert4tvg.policy.loading import load_policy
 
 # Video grid (t, h, w) = (3, 4, 6) patches, merged 2x2 -> 3 x 2 x 3 = 18 tokens; 0.75 s per temporal grid at
@@ -172,7 +172,7 @@ def test_shared_prefix_layout(policy):
     video = one["pixel_values_videos"].view(2, patches, -1).repeat_interleave(2, 0).reshape(4 * patches, -1)
     repeated["pixel_values_videos"] = video
     batch = with_completions(repeated, torch.tensor([[7, 8, 9], [10, 11, 12], [13, 14, 15], [16, 17, 18]]))
-    shared = shared_prefix_batch(batch, 2, policy.model)
+    shared = pack_groups(batch, 2, policy.model)
     for group in (0, 1):
         row = shared.position_ids[:, group]
         prompt = expected(group)
@@ -183,12 +183,12 @@ def test_shared_prefix_layout(policy):
     assert torch.equal(seen[0], shared.position_ids)  # passed through, not recomputed
 
 
-@pytest.mark.parametrize("prefill", [False, True], ids=["generate", "shared-prefill"])
+@pytest.mark.parametrize("prefill", [False, True], ids=["generate", "prefill-once"])
 def test_generate(policy, prefill):
     """HF rollouts and evaluation: the prompt, then every new token one past the previous, from 9 on."""
     model = policy.model
     inputs = prompt_inputs(model)
-    kwargs = shared_prefill(model, inputs, [1, 1]) if prefill else dict(inputs)
+    kwargs = prefill_once(model, inputs, [1, 1]) if prefill else dict(inputs)
     with recorded_positions(model) as seen, torch.no_grad():
         model.generate(**kwargs, max_new_tokens=3, do_sample=False, min_new_tokens=3)
     steps = seen

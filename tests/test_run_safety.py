@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from run_fixtures import REPO, copy_run, grpo_args, small_train
+from run_fixtures import FAST, REPO, copy_run, grpo_args
 from safetensors.torch import load_file
 
 import rewards
@@ -31,8 +31,6 @@ from invert4tvg.training.run_log import MetricsLog, read_metrics
 from invert4tvg.training.stops import RunInterrupted, StopSignals
 from invert4tvg.workflows.recipe_loader import load_recipe
 
-FAST = ("--beta", "0", "--video_fps", "1")  # no reference pass, half the frames: about a second a step here
-
 
 def safety_length(completions, **columns):
     """Spread on an untrained model (every built-in reward scores it 0), so updates move the weights."""
@@ -41,24 +39,6 @@ def safety_length(completions, **columns):
 
 if "safety_length" not in rewards.available():
     rewards.register("safety_length", safety_length)
-
-
-@pytest.fixture(scope="module")
-def grpo():
-    return load_recipe("grpo_qwen25vl")
-
-
-@pytest.fixture(scope="module")
-def train_file(tiny_bench, tmp_path_factory):
-    return small_train(tiny_bench, tmp_path_factory.mktemp("data") / "train4.json", 4)
-
-
-@pytest.fixture(scope="module")
-def finished(grpo, tiny_bench, tiny_model_dir, train_file, tmp_path_factory):
-    """A finished 2-step run with checkpoints step_1 and step_2."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    grpo.main(grpo_args(tiny_bench, train_file, tiny_model_dir, out, "--max_steps", "2", *FAST))
-    return out
 
 
 def snapshot(run: Path) -> dict[str, bytes]:
@@ -273,20 +253,20 @@ def test_final_is_replaced_atomically(finished, tmp_path):
     """A kill while ``final/`` is rewritten leaves the previous ``final/`` whole (a real SIGKILL mid-save)."""
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from invert4tvg.training.output_dir import save_final
+    from invert4tvg.training.output_dir import write_final
 
     run = copy_run(finished, tmp_path / "run")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(run / "final")
-    save_final(model, AutoProcessor.from_pretrained(run / "final"), run, 2)
+    write_final(model, AutoProcessor.from_pretrained(run / "final"), run, 2)
     reference = snapshot(run / "final")  # what every save below writes, byte for byte
     script = (
         "import invert4tvg, sys\n"
         "from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration\n"
-        "from invert4tvg.training.output_dir import save_final\n"
+        "from invert4tvg.training.output_dir import write_final\n"
         "m = Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[1])\n"
         "p = AutoProcessor.from_pretrained(sys.argv[1])\n"
         "print('ready', flush=True)\n"
-        "while True: save_final(m, p, sys.argv[2], 2)\n"
+        "while True: write_final(m, p, sys.argv[2], 2)\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(run / "final"), str(run)], stdout=subprocess.PIPE, text=True

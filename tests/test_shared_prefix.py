@@ -12,7 +12,7 @@ from invert4tvg.data.formats import load_records
 from invert4tvg.data.video import decode_video
 from invert4tvg.grpo.loss import LOSS_TYPES
 from invert4tvg.modeling.logprobs import token_logprobs
-from invert4tvg.modeling.shared_prefix import micro_batches, shared_prefix_batch
+from invert4tvg.modeling.shared_prefix import micro_batches, pack_groups
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.rollout.base import Completion
 from invert4tvg.tasks import TaskSampler
@@ -107,7 +107,7 @@ def test_token_logprobs_chunk_size_does_not_change_the_result():
 def test_shared_prefix_logprobs_and_gradients_equal_the_repeated_layout(policy, requests, group):
     repeated = policy.sequence_batch(requests, random_completions(policy, 3, group, seed=group))
     assert (repeated.inputs["attention_mask"][:, 0] == 0).any(), "prompts should be left-padded"
-    shared = shared_prefix_batch(repeated, group, policy.model)
+    shared = pack_groups(repeated, group, policy.model)
     assert shared.prompt_inputs["input_ids"].shape[0] == 3  # each prompt and its video once
     mask = repeated.completion_mask.bool()
     weights = torch.randn(repeated.completion_ids.shape, generator=torch.Generator().manual_seed(2))
@@ -129,9 +129,7 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_repeated_layout(policy, 
 
 
 def test_shared_prefix_selects_whole_groups_only(policy, requests):
-    shared = shared_prefix_batch(
-        policy.sequence_batch(requests, random_completions(policy, 3, 2)), 2, policy.model
-    )
+    shared = pack_groups(policy.sequence_batch(requests, random_completions(policy, 3, 2)), 2, policy.model)
     with pytest.raises(ValueError, match="whole groups"):
         shared.select([1, 2])
     assert micro_batches(10, 3, 2) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
@@ -144,7 +142,7 @@ def test_shared_prefix_without_video_equals_the_repeated_layout(policy):
         for text in ("when does the person open the door?", "a cup")
     ]
     repeated = policy.sequence_batch(requests, random_completions(policy, 2, 3))
-    shared = shared_prefix_batch(repeated, 3, policy.model)
+    shared = pack_groups(repeated, 3, policy.model)
     mask = repeated.completion_mask.bool()
     with torch.no_grad():
         expected = policy.completion_logprobs(policy.model, repeated)
@@ -204,20 +202,20 @@ def test_rollouts_from_one_prefill_per_prompt_match_the_repeated_path(policy, re
     from invert4tvg.rollout.base import SamplingParams
     from invert4tvg.rollout.hf import HFEngine
 
-    prefills, original = [], hf.shared_prefill
+    prefills, original = [], hf.prefill_once
 
     def spy(model, inputs, counts):
         prefills.append(original(model, inputs, counts))
         return prefills[-1]
 
-    monkeypatch.setattr(hf, "shared_prefill", spy)
+    monkeypatch.setattr(hf, "prefill_once", spy)
     batch = [type(r)(r.prompt, r.video, 3, r.request_id) for r in requests]
     sampling = SamplingParams(temperature=1.0, max_tokens=8, seed=0)
     shared = HFEngine(policy.model, policy.processor).generate(batch, sampling)
     assert (
         len(prefills) == 1 and prefills[0]["past_key_values"].get_seq_length() > 0
     )  # one prefill, 3 prompts
-    repeated = HFEngine(policy.model, policy.processor, shared_prefill=False).generate(batch, sampling)
+    repeated = HFEngine(policy.model, policy.processor, prefill_once=False).generate(batch, sampling)
     for group_a, group_b in zip(shared, repeated):
         for a, b in zip(group_a, group_b):
             assert a.token_ids == b.token_ids

@@ -12,7 +12,7 @@ from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from invert4tvg.data.frames import DecodedVideo
 from invert4tvg.modeling.processing import SPECIAL_TOKENS, processor_inputs, render_prompt, vision_token_ids
-from invert4tvg.policy.tiny_model import build_tiny_model, count_parameters
+from invert4tvg.policy.tiny_qwen import build_tiny_model, count_parameters
 
 MESSAGES = [
     {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "the red circle grows."}]}

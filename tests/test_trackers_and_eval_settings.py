@@ -10,7 +10,7 @@ import pytest
 from invert4tvg.config import DataArguments, GRPOArguments, TaskArguments
 from invert4tvg.config_checks import ConfigError
 from invert4tvg.eval import settings
-from invert4tvg.grpo.metrics import reward_metrics
+from invert4tvg.grpo.step_metrics import reward_metrics
 from invert4tvg.training import trackers
 
 

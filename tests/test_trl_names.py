@@ -14,8 +14,8 @@ from trl import GRPOConfig
 
 from invert4tvg.config import GRPOArguments, ModelArguments, SFTArguments, parse_config
 from invert4tvg.config_checks import ConfigError
-from invert4tvg.grpo.metrics import reward_metrics
 from invert4tvg.grpo.reward_set import RewardSet
+from invert4tvg.grpo.step_metrics import reward_metrics
 from invert4tvg.policy.loading import load_policy
 from tests.test_configs import CONFIGS, GRPO, SFT
 from tests.test_grpo_models import make_trainer

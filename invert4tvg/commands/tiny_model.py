@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from invert4tvg.policy.tiny_model import build_tiny_model, count_parameters
+    from invert4tvg.policy.tiny_qwen import build_tiny_model, count_parameters
 
     out = build_tiny_model(args.out, seed=args.seed)
     n_params = count_parameters(Qwen2_5_VLForConditionalGeneration.from_pretrained(out))

@@ -10,7 +10,10 @@ from rewards.base import INVERSION_TASKS
 
 @dataclass
 class SFTArguments(TrainingArguments):
+    # Parameters that control the run
     output_dir: str = field(default="runs/sft", metadata={"help": "Run directory of the warm start."})
+
+    # Parameters that control the examples: grounding answers and Invert-SFT
     invert_sft_fraction: float = field(
         default=0.0,
         metadata={"help": "Fraction of examples that are Invert-SFT (clip -> query, paper appendix D)."},
@@ -30,6 +33,8 @@ class SFTArguments(TrainingArguments):
             "another temporal question and leaves the benchmark's grounding to RL (the lookalike testbed)."
         },
     )
+
+    # Parameters that control the targets
     max_completion_length: int = field(default=256, metadata={"help": "Longest target, in tokens."})
     think_template: str = field(
         default="I look for when the event happens.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import datasets
 
@@ -39,7 +39,3 @@ RECORD_FEATURES = datasets.Features(
 def to_dataset(records: Iterable[GroundingRecord]) -> datasets.Dataset:
     rows = [asdict(r) for r in records]
     return datasets.Dataset.from_list(rows, features=RECORD_FEATURES)
-
-
-def from_row(row: dict) -> GroundingRecord:
-    return GroundingRecord(**{f.name: row[f.name] for f in fields(GroundingRecord)})

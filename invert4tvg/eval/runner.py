@@ -31,7 +31,7 @@ from invert4tvg.eval.metrics import (
 from invert4tvg.policy.base import Decoded, Policy
 from invert4tvg.rollout.base import Completion, RolloutEngine, SamplingParams
 from invert4tvg.tasks import NoVerbError, PromptTemplates, TaskInstance, TaskUnavailable, build_task_instance
-from invert4tvg.training.videos import decode_or_skip
+from invert4tvg.training.batch_videos import decode_or_skip
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from invert4tvg.grpo import modelprep
 from invert4tvg.grpo.batch import StepBatch
 from invert4tvg.grpo.experience import Rollouts, grounding_spans, rollout_requests, score_rollouts
 from invert4tvg.grpo.loss import LossConfig, aggregate, compute_advantages, loss_normalizer, per_token_loss
-from invert4tvg.grpo.metrics import gather_for_metrics, step_metrics
 from invert4tvg.grpo.sampling_correction import SamplingCorrection
-from invert4tvg.modeling.shared_prefix import check_attention, micro_batches, shared_prefix_batch
+from invert4tvg.grpo.step_metrics import gather_for_metrics, step_metrics
+from invert4tvg.modeling.shared_prefix import check_attention, micro_batches, pack_groups
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine, SamplingParams
 from invert4tvg.training import distributed as dist
@@ -256,7 +256,7 @@ class GRPOTrainer(TrainerBase):
         group = 1
         if self.args.shared_prefix:  # one row per group: its prompt and video once, then the G completions
             group = self.args.num_generations
-            sequences = shared_prefix_batch(sequences, group, unwrapped)
+            sequences = pack_groups(sequences, group, unwrapped)
         # TRL's micro-batch: per_device_train_batch_size completions (whole groups with a shared prefix)
         micro = micro_batches(len(sequences), self.args.per_device_train_batch_size, group)
         old_logps = None

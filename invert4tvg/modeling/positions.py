@@ -15,7 +15,7 @@ a position the model never saw in pretraining, and the trainer and vLLM score di
 3e-3 to 1.4e-2 on the tiny model, 1e-6 with this rule). No transformers release in vLLM 0.32's range has the
 original rule, so this module overrides it rather than pinning a version: :func:`use_pretraining_positions` makes
 a loaded model's own position computation (``generate``, plain forward passes, readouts, evaluation) call
-:func:`rope_index`, and the passes that build positions themselves (the shared prefill, the shared-prefix layout)
+:func:`rope_index`, and the passes that build positions themselves (``prefill_once``, the shared-prefix layout)
 call :func:`mrope_positions`. tests/test_positions.py pins the rule on a hand-computed example in every layout;
 tests/test_vllm_engine.py (make test-vllm) checks it against vLLM's own positions.
 """

@@ -18,7 +18,7 @@ from transformers import BatchFeature
 from invert4tvg.modeling.positions import mrope_module, mrope_positions
 
 
-def shared_prefill(
+def prefill_once(
     model: torch.nn.Module, inputs: BatchFeature, counts: Sequence[int]
 ) -> dict[str, Any] | None:
     """``generate`` keyword arguments for ``counts[i]`` samples of row ``i`` of ``inputs`` (left-padded prompts with

@@ -130,9 +130,7 @@ class SharedPrefixBatch:
         )
 
 
-def shared_prefix_batch(
-    batch: SequenceBatch, num_generations: int, model: torch.nn.Module
-) -> SharedPrefixBatch:
+def pack_groups(batch: SequenceBatch, num_generations: int, model: torch.nn.Module) -> SharedPrefixBatch:
     """Regroup a repeated-layout batch (the G rows of a group consecutive, same prompt) into the shared layout.
     ``model`` supplies the mrope configuration and the attention implementation (the mask's form)."""
     inner = getattr(model, "module", model)  # DDP

@@ -25,7 +25,7 @@ from transformers import BatchFeature
 
 from invert4tvg.modeling.readout import HiddenReadout, HiddenStates, capture_layers, frame_features
 from invert4tvg.modeling.sequences import SequenceBatch
-from invert4tvg.modeling.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBatch, shared_prefix_batch
+from invert4tvg.modeling.shared_prefix import MASKABLE_ATTENTION, SharedPrefixBatch, pack_groups
 from invert4tvg.policy import head_modules
 from invert4tvg.policy.base import Decoded, Policy, SupervisedExample
 from invert4tvg.rollout.base import Completion, RolloutRequest
@@ -204,7 +204,7 @@ class HiddenStatePolicy(Policy):
     ) -> list[HiddenStates]:
         """One request's completions in one shared-prefix row: ``[prompt][completion 1]..[completion G]``."""
         batch = self.sequence_batch([request], [list(group)]).to(device)
-        layout = shared_prefix_batch(batch, len(group), self.model)
+        layout = pack_groups(batch, len(group), self.model)
         inputs = layout.inputs
         with capture_layers(self.model, (-1, self.token_layer)) as store:
             self.model(**inputs, logits_to_keep=1, use_cache=False)

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from invert4tvg.modeling.logprobs import TokenConstraint
-from invert4tvg.modeling.prefill import shared_prefill
+from invert4tvg.modeling.prefill import prefill_once
 from invert4tvg.modeling.processing import eos_token_ids, processor_inputs, repeat_inputs, vision_token_ids
 from invert4tvg.modeling.readout import capture_layers, generation_readouts
 from invert4tvg.rollout.base import (
@@ -88,10 +88,10 @@ class HFEngine(RolloutEngine):
         processor,
         max_batch_sequences: int = 64,
         shares_model: bool = True,
-        shared_prefill: bool = True,
+        prefill_once: bool = True,
     ) -> None:
         self.model = model
-        self.shared_prefill = shared_prefill  # False: prompts repeated per sample (kept to compare against)
+        self.prefill_once = prefill_once  # False: prompts repeated per sample (kept to compare against)
         self.processor = processor
         self.max_batch_sequences = max_batch_sequences
         self.shares_model = shares_model
@@ -169,7 +169,7 @@ class HFEngine(RolloutEngine):
             if readout is not None:
                 capture = capture_layers(self.model, (-1, readout.token_layer), every_call=True)
             with capture as calls:
-                start = shared_prefill(self.model, inputs, counts) if self.shared_prefill else None
+                start = prefill_once(self.model, inputs, counts) if self.prefill_once else None
                 output = self.model.generate(
                     **(start or repeat_inputs(inputs, counts)),
                     do_sample=not greedy,

@@ -23,9 +23,9 @@ from invert4tvg.data.records import GroundingRecord
 from invert4tvg.policy.base import Policy, SupervisedExample
 from invert4tvg.tasks import TaskInstance, TaskUnavailable
 from invert4tvg.training.base import TrainerBase
+from invert4tvg.training.batch_videos import load_videos
 from invert4tvg.training.distributed import all_processes
 from invert4tvg.training.guards import NonFiniteError, last_good_checkpoint
-from invert4tvg.training.videos import load_videos
 from rewards import nlp
 
 logger = logging.getLogger(__name__)

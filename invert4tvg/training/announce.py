@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import rewards
+
 
 def _watch(args: Any) -> str:
     trackers = []
@@ -26,8 +28,6 @@ def _length(args: Any, total_steps: int) -> str:
 def grpo_start_lines(
     args: Any, model_args: Any, head: str, reward_names: Sequence[str], num_processes: int, total_steps: int
 ) -> list[str]:
-    import rewards
-
     prompts = args.records_per_step
     completions = prompts * args.num_generations
     processes = "" if num_processes == 1 else f" on each of {num_processes} processes"

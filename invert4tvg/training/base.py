@@ -21,13 +21,13 @@ from invert4tvg.config import TrainingArguments
 from invert4tvg.policy.base import Policy
 from invert4tvg.training import checkpoint as ckpt
 from invert4tvg.training import fsdp, sharded_checkpoint
+from invert4tvg.training.batch_videos import VideoFailureBudget
 from invert4tvg.training.guards import check_parameters
 from invert4tvg.training.optim import build_optimizer
-from invert4tvg.training.output_dir import save_final
+from invert4tvg.training.output_dir import write_final
 from invert4tvg.training.run_log import MetricsLog
 from invert4tvg.training.stops import RunInterrupted, StopSignals
 from invert4tvg.training.stream import BatchStream
-from invert4tvg.training.videos import VideoFailureBudget
 
 
 class TrainerBase:
@@ -127,7 +127,7 @@ class TrainerBase:
             state_dict = sharded_checkpoint.full_state_dict(model)
         if not self.accelerator.is_main_process:
             return None
-        return save_final(
+        return write_final(
             model, self.policy.processor, self.run_dir, self.step, self.policy.head_config(), state_dict
         )
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from invert4tvg.data.cache import FrameCache
-from invert4tvg.training.videos import VideoFailureBudget, decode_or_skip
+from invert4tvg.training.batch_videos import VideoFailureBudget, decode_or_skip
 
 logger = logging.getLogger(__name__)
 

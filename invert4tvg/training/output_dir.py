@@ -173,7 +173,7 @@ def check_resume_config(old: dict[str, Any] | None, new: dict[str, Any], path: P
         logger.info("resuming with changed settings (applied from here on): %s", "; ".join(allowed))
 
 
-def save_final(
+def write_final(
     model: Any,
     processor: Any,
     out: str | Path,

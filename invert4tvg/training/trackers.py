@@ -53,11 +53,6 @@ def log_with(args: Any) -> list[Any] | None:
     return trackers or None
 
 
-def tensorboard_dir(args: Any) -> Path:
-    """Where TensorBoard's event files of the run go."""
-    return Path(args.output_dir) / TENSORBOARD_DIR
-
-
 def start_trackers(accelerator, args: Any, config: dict[str, Any]) -> None:
     """Start the trackers and record the configuration as hyperparameters (main process only)."""
     if not args.report_to:

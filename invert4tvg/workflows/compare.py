@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from invert4tvg.policy.tiny_model import build_tiny_model
+from invert4tvg.policy.tiny_qwen import build_tiny_model
 from invert4tvg.workflows.demo import REPO, _args, _evaluate, _paths, ensure_benchmark, load_recipe
 
 logger = logging.getLogger(__name__)

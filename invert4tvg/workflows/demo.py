@@ -21,7 +21,7 @@ from invert4tvg.data.formats import load_records
 from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
 from invert4tvg.eval.runner import evaluate, whole_video_metrics
 from invert4tvg.policy.loading import load_policy
-from invert4tvg.policy.tiny_model import build_tiny_model
+from invert4tvg.policy.tiny_qwen import build_tiny_model
 from invert4tvg.workflows.recipe_loader import load_recipe
 
 logger = logging.getLogger(__name__)

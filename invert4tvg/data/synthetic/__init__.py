@@ -6,10 +6,10 @@ a pair (grows ... later shrinks), which look alike in any single frame. See docs
 """
 
 from invert4tvg.data.synthetic.actions import ACTIONS, PAIRS
-from invert4tvg.data.synthetic.config import ACTION_NAMES, COLOURS, SHAPES, SynthConfig
 from invert4tvg.data.synthetic.generate import GENERATOR_VERSION, assign_splits, generate_benchmark
 from invert4tvg.data.synthetic.language import PHRASES, vocabulary
 from invert4tvg.data.synthetic.scene import Scene, plan_scene
+from invert4tvg.data.synthetic.synth_config import ACTION_NAMES, COLOURS, SHAPES, SynthConfig
 
 __all__ = [
     "ACTIONS",

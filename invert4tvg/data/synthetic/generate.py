@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from invert4tvg import __version__
 from invert4tvg.data.synthetic.actions import PAIRS
-from invert4tvg.data.synthetic.config import SynthConfig
 from invert4tvg.data.synthetic.language import activity_query
 from invert4tvg.data.synthetic.render import write_video
 from invert4tvg.data.synthetic.scene import plan_scene
+from invert4tvg.data.synthetic.synth_config import SynthConfig
 
 GENERATOR_VERSION = 2  # 2: *_activity.json, the wording and queries options
 SPLITS = ("train", "val", "test")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from invert4tvg.data.synthetic.config import COLOURS, SHAPES
+from invert4tvg.data.synthetic.synth_config import COLOURS, SHAPES
 
 # action -> (present-tense predicates, past-tense predicates). The first present entry is the canonical one.
 PHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from invert4tvg.data.synthetic.actions import ObjectState
-from invert4tvg.data.synthetic.config import COLOURS, SynthConfig
 from invert4tvg.data.synthetic.scene import Scene
+from invert4tvg.data.synthetic.synth_config import COLOURS, SynthConfig
 
 SUPERSAMPLE = 2
 BACKGROUND_TONES = ((28, 28, 32), (45, 42, 40), (36, 44, 52), (58, 58, 62), (40, 50, 40))

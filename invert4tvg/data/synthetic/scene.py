@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from invert4tvg.data.synthetic.actions import ACTIONS, Frame, ObjectState
-from invert4tvg.data.synthetic.config import SynthConfig
 from invert4tvg.data.synthetic.language import single_query, two_verb_query
+from invert4tvg.data.synthetic.synth_config import SynthConfig
 
 TIME_DECIMALS = 1  # labels in tenths of a second, like Charades-STA
 

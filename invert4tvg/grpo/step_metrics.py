@@ -11,8 +11,8 @@ import torch
 
 from invert4tvg.grpo.experience import Rollouts
 from invert4tvg.grpo.loss import Advantages
+from invert4tvg.training.batch_videos import VideoFailureBudget
 from invert4tvg.training.distributed import gather_objects
-from invert4tvg.training.videos import VideoFailureBudget
 from rewards.base import INVERSION_TASKS
 from rewards.composite import TASK_SLOTS
 
