@@ -69,7 +69,7 @@ def worker(model_dir: str, out: str) -> None:
 
 
 def build_model(directory: Path) -> Path:
-    from invert4tvg.policy.tiny_model import TinyModelSpec, build_tiny_model
+    from invert4tvg.policy.tiny_qwen import TinyModelSpec, build_tiny_model
 
     spec = TinyModelSpec(
         hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=8,

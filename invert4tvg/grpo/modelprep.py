@@ -65,7 +65,9 @@ def build_reference(model: torch.nn.Module, accelerator, sharded: bool = False) 
                 for name, param in params.items():
                     if ".default." in name:
                         ref = params[name.replace(".default.", f".{REF_ADAPTER}.")]
-                        if not param.is_meta:  # on the meta device the main process's copy arrives when sharding
+                        # On the meta device (a sharded run's other processes) the main process's copy arrives
+                        # when the model is sharded.
+                        if not param.is_meta:
                             ref.copy_(param)
                         ref.requires_grad_(False)
             model.set_adapter("default")  # the trained adapter stays the active, trainable one
