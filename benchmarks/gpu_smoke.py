@@ -190,6 +190,8 @@ def run_mode(mode: str, cli, accelerator, video) -> dict:
     ref_model = modelprep.build_reference(model, accelerator, sharded=sharded)
     if sharded:
         prepared = fsdp.shard(model, accelerator)
+        if ref_model is not None:  # the meta skeleton, filled from the policy's shards
+            ref_model = fsdp.shard_reference(ref_model, model, accelerator)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=RECIPE["learning_rate"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0

@@ -178,11 +178,15 @@ def build_engine(
         raise ValueError(
             f"backend {backend} builds its own copy of the model and needs model_args (the run's ModelArguments)"
         )
+    # A policy still on the meta device (a sharded run's other processes) has no weights to send yet: the trainer
+    # syncs them once the model is sharded.
+    initial = None if any(p.is_meta for p in policy.model.parameters()) else policy.weights_for_sync()
     if backend == "vllm":
         engine: RolloutEngine = VLLMEngine(
             model_args, max_batch_sequences=max_batch_sequences, seed=seed, **options
         )
-        engine.update_weights(policy.weights_for_sync(), 0)
+        if initial is not None:
+            engine.update_weights(initial, 0)
         return engine
 
     inner = backend.removeprefix("ray-")
@@ -199,7 +203,7 @@ def build_engine(
     return RayEnginePool(
         spec,
         workers,
-        initial_weights=policy.weights_for_sync(),
+        initial_weights=initial,
         ray_address=ray_address,
         seed=seed,
         **options,

@@ -27,7 +27,7 @@ from invert4tvg.grpo.trainer import GRPOTrainer
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.rollout.options import engine_options
 from invert4tvg.training.announce import end_lines, grpo_start_lines
-from invert4tvg.training.fsdp import gathered
+from invert4tvg.training.fsdp import gathered, reads_weights
 from invert4tvg.training.run import TrainingRun, run_script
 
 
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_records = load_split(data_args, "train")
     val_records = load_split(data_args, "val")[: args.eval_max_samples] if data_args.val_annotations else None
     test_records = load_split(data_args, "test") if data_args.test_annotations else None
-    policy = load_policy(model_args)
+    # FSDP2: the main process reads the weights, the others build the model on the meta device
+    policy = load_policy(model_args, meta=not reads_weights(args, accelerator))
     templates = load_templates(task_args, policy)
     sampler = build_sampler(task_args, seed=args.seed)
     score = build_rewards(args)  # before the rollout workers and the first write: fails leaving nothing

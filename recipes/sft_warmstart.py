@@ -19,6 +19,7 @@ from invert4tvg.sft.trainer import SFTTrainer
 from invert4tvg.sft.vision_pretrain import pretrain_vision_tower
 from invert4tvg.tasks import build_task_instance
 from invert4tvg.training.announce import end_lines, sft_start_lines
+from invert4tvg.training.fsdp import reads_weights
 from invert4tvg.training.run import TrainingRun, run_script
 
 
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     grounding = []
     if args.grounding_annotations:
         grounding = load_split(replace(data_args, train_annotations=args.grounding_annotations), "train")
-    policy = load_policy(model_args, extra_options={"think_template": args.think_template})
+    # FSDP2: the main process reads the weights, the others build the model on the meta device
+    meta = not reads_weights(args, run.accelerator)
+    policy = load_policy(model_args, extra_options={"think_template": args.think_template}, meta=meta)
     templates, sampling = load_templates(task_args, policy), data_args.sampling()
     rng = np.random.default_rng(args.seed)
     cache = frame_cache(data_args)

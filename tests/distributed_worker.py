@@ -24,6 +24,13 @@ import invert4tvg  # noqa: F401  (first: torchvision shim)
 GLOBAL_INSTANCES = 4
 NUM_GENERATIONS = 2
 ROLLOUT_TOKENS = (12, 5)  # max new tokens of process 0 and 1 in the sharded rollout check
+# Policies trained under FSDP2 beside the full fine-tuning of the default head: (ModelArguments, GRPO overrides).
+VARIANTS = {
+    "lora": ({"use_peft": True, "lora_r": 4, "lora_alpha": 8}, {}),  # the reference: the adapter disabled
+    # hidden-state heads' modules (the auxiliary loss trains them): the last layer, and the one before (meco)
+    "loc": ({"head": "loc", "head_width": 16}, {"head_aux_loss_weight": 0.5}),
+    "meco": ({"head": "meco", "head_width": 16}, {"head_aux_loss_weight": 0.5}),
+}
 
 
 def completion_lengths(n: int) -> list[int]:
@@ -39,6 +46,7 @@ def setup(
     loss_type: str = "dapo",
     accelerator=None,
     model_dtype: str = "float32",
+    model: dict | None = None,
     **overrides,
 ):
     """A GRPO trainer on this process's share of the fixed global batch, with its rollouts and advantages."""
@@ -55,21 +63,11 @@ def setup(
     from invert4tvg.rollout.base import Completion
     from invert4tvg.rollout.hf import HFEngine
     from invert4tvg.tasks import TaskSampler
+    from invert4tvg.training.fsdp import reads_weights
 
     accelerator = accelerator or Accelerator(cpu=True)
     rank, world = accelerator.process_index, accelerator.num_processes
-    torch.manual_seed(0)
-    policy = load_policy(
-        ModelArguments(
-            model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0, dtype=model_dtype
-        )
-    )
-    records = load_records("tvg-json", Path(bench) / "train.json", video_dir=Path(bench) / "videos").records
-    records = records[:GLOBAL_INSTANCES]
     share = GLOBAL_INSTANCES // world
-    mine = records[rank * share : (rank + 1) * share]
-    sampler = TaskSampler(p=1.0, seed=0)
-    sampling = VideoSampling(min_pixels=3136, total_pixels=200704)
     options = dict(
         output_dir=out,
         num_generations=NUM_GENERATIONS,
@@ -84,6 +82,18 @@ def setup(
         report_to=[],
     )
     args = GRPOArguments(**{**options, **overrides})
+    torch.manual_seed(0)
+    model_args = ModelArguments(
+        model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0, dtype=model_dtype,
+        **(model or {}),
+    )  # fmt: skip
+    # As the recipe loads: under FSDP2 the main process reads the weights, the others build the model on meta.
+    policy = load_policy(model_args, meta=not reads_weights(args, accelerator))
+    records = load_records("tvg-json", Path(bench) / "train.json", video_dir=Path(bench) / "videos").records
+    records = records[:GLOBAL_INSTANCES]
+    mine = records[rank * share : (rank + 1) * share]
+    sampler = TaskSampler(p=1.0, seed=0)
+    sampling = VideoSampling(min_pixels=3136, total_pixels=200704)
     engine = HFEngine(policy.model, policy.processor)
     trainer = GRPOTrainer(
         policy,
@@ -105,6 +115,8 @@ def setup(
     vocab_ids = torch.arange(40, 200)  # ordinary byte-level tokens of the tiny tokenizer
     gen = torch.Generator().manual_seed(1)
     all_ids = [vocab_ids[torch.randint(len(vocab_ids), (n,), generator=gen)].tolist() for n in lengths]
+    if getattr(policy, "token_ids", None):  # a hidden-state head (loc, meco): its tokens open every answer
+        all_ids = [list(policy.token_ids) + ids for ids in all_ids]
     rewards_global = torch.tensor(lengths, dtype=torch.float32) / 10  # the longer completion of a group wins
     lo, hi = rank * share * NUM_GENERATIONS, (rank + 1) * share * NUM_GENERATIONS
     completions = [
@@ -121,11 +133,48 @@ def setup(
         batch=policy.sequence_batch(requests, completions),
         rewards=rewards,
         components={},
-        columns={"task": ["tvg"] * len(rewards)},
+        columns={
+            "task": ["tvg"] * len(rewards),
+            **{
+                key: [getattr(r, key) for r in mine for _ in range(NUM_GENERATIONS)]
+                for key in ("start", "end", "duration")
+            },
+        },
         truncated=torch.zeros(len(rewards), dtype=torch.bool),
     )
     advantages = compute_advantages(rewards, NUM_GENERATIONS, "group")
     return trainer, rollouts, advantages, requests
+
+
+def initial_weights(model_dir: str, model: dict | None = None) -> dict[str, torch.Tensor]:
+    """The policy's weights as :func:`setup` loads them, before any update."""
+    from invert4tvg.config import ModelArguments
+    from invert4tvg.policy.loading import load_policy
+
+    torch.manual_seed(0)
+    args = ModelArguments(
+        model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0, **(model or {})
+    )
+    return {n: p.detach().clone() for n, p in load_policy(args).model.named_parameters()}
+
+
+def save_warm_adapter(model_dir: str, out: str) -> str:
+    """A LoRA adapter as an SFT warm start leaves it (``lora_B`` not 0), saved with its processor."""
+    from invert4tvg.config import ModelArguments
+    from invert4tvg.policy.loading import load_policy
+
+    torch.manual_seed(3)
+    args = ModelArguments(
+        model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0, **VARIANTS["lora"][0]
+    )
+    policy = load_policy(args)
+    with torch.no_grad():
+        for name, param in policy.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+    policy.model.save_pretrained(out)
+    policy.processor.save_pretrained(out)
+    return out
 
 
 def record_grads(trainer, into: dict[str, torch.Tensor]) -> None:
@@ -224,14 +273,36 @@ def fsdp_suite(model_dir: str, bench: str, out: str) -> None:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    from invert4tvg.training.fsdp import full_weights
+
     run_steps(model_dir, bench, f"{out}/micro4", 3, 4, fsdp="full_shard")
     run_steps(model_dir, bench, f"{out}/micro2", 3, 2, fsdp="full_shard")
+    for name, (model, overrides) in VARIANTS.items():
+        run_steps(model_dir, bench, f"{out}/{name}", 3, 4, fsdp="full_shard", model=model, **overrides)
+    # A trained (warm-start) adapter: the reference is a frozen copy of it, the "ref" adapter.
+    if torch.distributed.get_rank() == 0:
+        save_warm_adapter(model_dir, f"{out}/warm_adapter")
+    torch.distributed.barrier()
+    run_steps(
+        f"{out}/warm_adapter", bench, f"{out}/lora-warm", 3, 4, fsdp="full_shard", model=VARIANTS["lora"][0]
+    )
     trainer, _, _, requests = setup(model_dir, bench, f"{out}/rollouts", fsdp="full_shard")
     rank = trainer.accelerator.process_index
+    # What process 1 holds after loading: it built the model on the meta device and received its shards.
+    loaded = {
+        "policy": dict(full_weights(trainer.model, trainable_only=False)),
+        "reference": dict(full_weights(trainer.ref_model, trainable_only=False)),
+        "buffers": {n: b.clone() for n, b in trainer.model.named_buffers()},
+        "reference_buffers": {n: b.clone() for n, b in trainer.ref_model.named_buffers()},
+    }
+    if rank == 1:
+        torch.save(loaded, Path(out) / "loaded_1.pt")
     # Unequal lengths: the processes run different numbers of forwards inside one gathered generate call.
     tokens = rollout_tokens(trainer, requests, ROLLOUT_TOKENS[rank])
     (Path(out) / f"rollouts_{rank}.json").write_text(json.dumps(tokens))
-    sync = trainer.policy.weights_for_sync()  # what a vLLM / Ray engine receives: whole tensors from the shards
+    sync = (
+        trainer.policy.weights_for_sync()
+    )  # what a vLLM / Ray engine receives: whole tensors from the shards
     if rank == 0:
         torch.save(sync, Path(out) / "sync.pt")
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -289,4 +360,8 @@ if __name__ == "__main__":
         parser.add_argument("--loss_type", default="dapo")
         ns = parser.parse_args(sys.argv[2:])
         run(ns.model, ns.bench, ns.out, ns.loss_type)
+    # Exiting with gloo's threads alive can abort (training/run.py: finish).
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     sys.exit(0)

@@ -207,3 +207,37 @@ def test_grpo_with_vllm_rollouts(tiny_bench, tiny_model_dir, tmp_path, monkeypat
     before = trainer_logprobs(start, [request], completions, 1.0)[0]
     after = trainer_logprobs(end, [request], completions, 1.0)[0]
     assert max(abs(a - b) for a, b in zip(before, after)) > 1e-2
+
+
+def test_fsdp2_final_loads_in_vllm(tiny_bench, tiny_model_dir, tmp_path, video):
+    """The consolidated final/ of a 2-process FSDP2 run, loaded by vLLM from disk (no weight sync): its sampling
+    log-probs are the trained model's as transformers loads it (1e-4), and not the starting model's."""
+    from test_distributed_training import torchrun
+    from test_grpo_training import recipe_args
+
+    from invert4tvg.rollout.vllm_engine import VLLMEngine
+
+    out = tmp_path / "fsdp"
+    args = recipe_args(tiny_bench, tiny_bench / "train.json", tiny_model_dir, out, "--fsdp", "full_shard")
+    args += ["--max_steps", "2", "--per_device_train_batch_size", "2", "--num_generations", "2"]
+    args += ["--test_annotations", "", "--learning_rate", "1e-2"]
+    torchrun(2, "recipe", *args)
+    final = ModelArguments(model_name_or_path=str(out / "final"), dtype="float32")
+    trained, start = (
+        load_policy(final, for_training=False),
+        load_policy(
+            ModelArguments(model_name_or_path=str(tiny_model_dir), dtype="float32"), for_training=False
+        ),
+    )
+    engine = VLLMEngine(final, seed=0, **VLLM_OPTIONS)
+    try:
+        request = _request(trained, video, n=2)
+        completions = engine.generate([request], SamplingParams(temperature=1.0, max_tokens=8, seed=0))
+    finally:
+        engine.close()
+    sampled = [c.logprobs for c in completions[0]]
+    ours = trainer_logprobs(trained, [request], completions, 1.0)
+    before = trainer_logprobs(start, [request], completions, 1.0)
+    for got, want, old in zip(sampled, ours, before):
+        assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+        assert max(abs(a - b) for a, b in zip(got, old)) > 1e-3  # the trained weights, not the starting ones

@@ -10,7 +10,10 @@ from rewards.base import INVERSION_TASKS
 
 @dataclass
 class SFTArguments(TrainingArguments):
+    # Parameters that control the run
     output_dir: str = field(default="runs/sft", metadata={"help": "Run directory of the warm start."})
+
+    # Parameters that control the examples: grounding answers and Invert-SFT
     invert_sft_fraction: float = field(
         default=0.0,
         metadata={"help": "Fraction of examples that are Invert-SFT (clip -> query, paper appendix D)."},
@@ -30,9 +33,7 @@ class SFTArguments(TrainingArguments):
             "another temporal question and leaves the benchmark's grounding to RL (the lookalike testbed)."
         },
     )
-    max_completion_length: int = field(
-        default=256, metadata={"help": "Longest target, in tokens (and the longest answer in validation)."}
-    )
+
     # Parameters that control stage 1, for a model whose vision tower starts random (the tiny model)
     vision_pretrain_epochs: int = field(
         default=0,
@@ -47,6 +48,11 @@ class SFTArguments(TrainingArguments):
         metadata={"help": "Stage 1's AdamW learning rate for the vision tower (read-outs: 10x)."},
     )
     vision_pretrain_batch_size: int = field(default=32, metadata={"help": "Clips per stage-1 step."})
+
+    # Parameters that control the targets
+    max_completion_length: int = field(
+        default=256, metadata={"help": "Longest target, in tokens (and the longest answer in validation)."}
+    )
     think_template: str = field(
         default="I look for when the event happens.",
         metadata={

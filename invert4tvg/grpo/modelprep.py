@@ -29,8 +29,13 @@ def _is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
-def _adapter_is_trained(model: torch.nn.Module) -> bool:
-    """A fresh LoRA adapter has ``lora_B = 0`` (disabling it gives the same model); a loaded one does not."""
+def _adapter_is_trained(model: torch.nn.Module, sharded: bool = False) -> bool:
+    """A fresh LoRA adapter has ``lora_B = 0`` (disabling it gives the same model); a loaded one does not. In a
+    sharded run the main process decides (the others hold no weights yet) and tells the others."""
+    if sharded:
+        decision = [_adapter_is_trained(model) if torch.distributed.get_rank() == 0 else None]
+        torch.distributed.broadcast_object_list(decision, src=0)
+        return bool(decision[0])
     return any(
         "lora_B" in name and ".default." in name and bool(p.detach().abs().sum() > 0)
         for name, p in model.named_parameters()
@@ -45,26 +50,30 @@ def build_reference(model: torch.nn.Module, accelerator, sharded: bool = False) 
       ``prepare`` patches the policy's, so the LM head applied outside the forward runs in the same precision). A
       bf16 copy is not the policy: the rotary ``inv_freq`` in bf16 turns positions by up to 2.3 rad at position 2000
       for Qwen2.5-VL, and bf16 norms and residuals alone move log-probs by about 3e-3 on the tiny model, so the KL
-      would pull away from the starting point instead of towards it. Under FSDP2 the copy is sharded like the
-      policy instead (:func:`invert4tvg.training.fsdp.shard_reference`);
+      would pull away from the starting point instead of towards it. Under FSDP2 (``sharded``) the copy is only a
+      skeleton on the meta device (:func:`invert4tvg.training.fsdp.meta_copy`), which the trainer shards and fills
+      from the policy's own shards once the policy is sharded (:func:`invert4tvg.training.fsdp.shard_reference`);
     - a new LoRA adapter: None (the reference is the base model, adapters disabled: no copy);
     - a trained LoRA adapter (e.g. an SFT warm start): None, and a frozen copy of the adapter is added to ``model``
       under the name ``"ref"``, as TRL does; disabling the adapter would give the model before SFT instead.
     """
     if _is_peft(model):
-        if _adapter_is_trained(model):
+        if _adapter_is_trained(model, sharded):
             model.add_adapter(REF_ADAPTER, model.peft_config["default"])
             params = dict(model.named_parameters())
             with torch.no_grad():
                 for name, param in params.items():
                     if ".default." in name:
                         ref = params[name.replace(".default.", f".{REF_ADAPTER}.")]
-                        ref.copy_(param)
+                        # On the meta device (a sharded run's other processes) the main process's copy arrives
+                        # when the model is sharded.
+                        if not param.is_meta:
+                            ref.copy_(param)
                         ref.requires_grad_(False)
             model.set_adapter("default")  # the trained adapter stays the active, trainable one
         return None
     if sharded:
-        return fsdp.shard_reference(model, accelerator)
+        return fsdp.meta_copy(model)
     ref = copy.deepcopy(model).eval()
     ref.requires_grad_(False)
     return accelerator.prepare_model(ref, evaluation_mode=True)  # device + autocast, never a DDP wrapper

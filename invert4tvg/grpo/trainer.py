@@ -83,14 +83,20 @@ class GRPOTrainer(TrainerBase):
         # A head with a loss of its own (loc, meco) may keep it as an auxiliary term (0: none).
         self.aux_loss_weight = policy.prepare_rl(args.head_aux_loss_weight)
         # The reference copy is taken before accelerator.prepare wraps the model.
+        sharded = fsdp.enabled(args, accelerator)
         self.ref_model = (
-            modelprep.build_reference(policy.model, accelerator, sharded=fsdp.enabled(args, accelerator))
+            modelprep.build_reference(policy.model, accelerator, sharded=sharded)
             if args.beta != 0.0
             else None
         )
         self.prepare(updates_per_step=args.num_iterations)
-        if getattr(engine, "shares_model", False):
-            fsdp.generate_gathered(engine, self.model)  # sharded: one all-gather per generate call
+        if sharded:
+            if self.ref_model is not None:  # the skeleton filled from the policy's shards
+                self.ref_model = fsdp.shard_reference(self.ref_model, self.model, accelerator)
+            if getattr(engine, "shares_model", False):
+                fsdp.generate_gathered(engine, self.model)  # one all-gather per generate call
+            else:  # an engine with its own copy starts from the weights the processes now share
+                engine.update_weights(self._sync_weights(), engine.policy_version)
         modelprep.check_devices(accelerator.device, {"policy": policy.model, "reference": self.ref_model})
 
     def _ref_context(self):

@@ -48,14 +48,27 @@ def detached(model: torch.nn.Module) -> Iterator[torch.nn.Module | None]:
             owner.add_module(ATTRIBUTE, module)
 
 
-def save(model: torch.nn.Module, directory: str | Path) -> None:
-    """Write the head's weights beside a saved model (nothing for heads without modules)."""
+def save(model: torch.nn.Module, directory: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the head's weights beside a saved model (nothing for heads without modules). ``state``: the module's
+    whole weights where the model is sharded (from :func:`split_state_dict`), written in place of its own."""
     from safetensors.torch import save_file
 
     module = get(model)
     if module is not None:
-        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        state = module.state_dict() if state is None else state
+        state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
         save_file(state, str(Path(directory) / FILE))
+
+
+def split_state_dict(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A whole model's state dict (a sharded model's, gathered) as (the model's own weights, the head module's
+    weights named as in the module)."""
+    marker = f"{ATTRIBUTE}."
+    own = {k: v for k, v in state.items() if marker not in k}
+    head = {k.split(marker, 1)[1]: v for k, v in state.items() if marker in k}
+    return own, head
 
 
 def load(model: torch.nn.Module, directory: str | Path) -> bool:

@@ -51,11 +51,18 @@ def _head_class(name: str) -> type[Policy]:
 
 
 def load_policy(
-    args: ModelArguments, for_training: bool = True, extra_options: dict[str, Any] | None = None
+    args: ModelArguments,
+    for_training: bool = True,
+    extra_options: dict[str, Any] | None = None,
+    meta: bool = False,
 ) -> Policy:
     """Model + processor + head. A directory holding a LoRA adapter (``adapter_config.json``) is loaded onto its
     base model; with ``use_peft`` a new adapter is added for training. ``extra_options`` add head options of the run
-    (SFT's ``think_template``) to those of :func:`head_options`."""
+    (SFT's ``think_template``) to those of :func:`head_options`.
+
+    ``meta``: build the same model (adapters, head module, dtypes, frozen parts) on the meta device without reading
+    any weights: the processes of a sharded run other than the main one, whose shards are then filled from the main
+    process's weights (:func:`invert4tvg.training.fsdp.shard`), so the host holds one model, not one per process."""
     path = args.model_name_or_path
 
     # Imported here: config_checks pulls in the reward (NLP) stack, which benchmarks/gpu_smoke.py runs without.
@@ -78,7 +85,7 @@ def load_policy(
         from peft import PeftConfig, PeftModel
 
         base = PeftConfig.from_pretrained(path).base_model_name_or_path
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, **kwargs)
+        model = _pretrained(base, kwargs, meta)
         add_head_tokens(
             model, processor, head.extra_special_tokens
         )  # before the adapter: its rows must exist
@@ -88,7 +95,7 @@ def load_policy(
             model = model.merge_and_unload()
     else:
         with readable(path):
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
+            model = _pretrained(path, kwargs, meta)
     use_pretraining_positions(model)  # every pass at the positions the checkpoint was trained with
     token_ids = add_head_tokens(model, processor, head.extra_special_tokens)
     if for_training:
@@ -99,7 +106,7 @@ def load_policy(
     policy = head.from_options(model, processor, {**options, **(extra_options or {})})
     module = head_modules.get(model)
     if module is not None:
-        if head_modules.load(model, path):
+        if not meta and head_modules.load(model, path):
             logger.info("loaded the %s head's weights from %s", name, Path(path) / head_modules.FILE)
         elif not for_training:
             raise FileNotFoundError(
@@ -109,8 +116,29 @@ def load_policy(
         module.requires_grad_(for_training)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
-    logger.info("loaded %s (%s, %.2fM params, %.2fM trainable)", path, dtype, n_all / 1e6, n_train / 1e6)
+    logger.info(
+        "%s %s (%s, %.2fM params, %.2fM trainable)", "built on the meta device" if meta else "loaded", path,
+        dtype, n_all / 1e6, n_train / 1e6,
+    )  # fmt: skip
     return policy
+
+
+def _pretrained(path: str | Path, kwargs: dict[str, Any], meta: bool) -> torch.nn.Module:
+    """``from_pretrained(path)``, or with ``meta`` the same architecture, dtype and generation settings on the meta
+    device (only the config files are read)."""
+    if not meta:
+        return Qwen2_5_VLForConditionalGeneration.from_pretrained(path, **kwargs)
+    from transformers import AutoConfig, GenerationConfig
+
+    config = AutoConfig.from_pretrained(path)
+    options = {k: v for k, v in kwargs.items() if k != "use_safetensors"}
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, **options)
+    with contextlib.suppress(
+        OSError
+    ):  # a model saved without generation_config.json keeps the config's defaults
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model
 
 
 class ModelFileError(UserError, FileNotFoundError):
@@ -229,7 +257,9 @@ def add_head_tokens(model: torch.nn.Module, processor, tokens: tuple[str, ...]) 
     if new:
         tokenizer.add_tokens(new, special_tokens=True)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        # On the meta device (load_policy(meta=True)) there is nothing to average: the rows come from the main process.
+        on_meta = model.get_input_embeddings().weight.is_meta
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=not on_meta)
     return tokenizer.convert_tokens_to_ids(list(tokens))
 
 

@@ -39,7 +39,14 @@ class StructuralGrounding(torch.nn.Module):
         super().__init__()
         self.tokens = _projector(hidden_size, width)
         self.frames = _projector(hidden_size, width)
-        self.log_inverse_tau = torch.nn.Parameter(torch.tensor(math.log(1 / CLIP_TEMPERATURE)))
+        # Shape (1,), not a scalar: FSDP2 cannot shard a 0-d parameter. A file saved with the scalar still loads.
+        self.log_inverse_tau = torch.nn.Parameter(torch.tensor([math.log(1 / CLIP_TEMPERATURE)]))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        key = prefix + "log_inverse_tau"
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, frames: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """(F, H) frames, (K, H) structural tokens -> (K, F) log p(h_t | s_i)."""

@@ -30,9 +30,14 @@ def save(
     writes the model's config only (a sharded checkpoint keeps the weights in its shards)."""
     directory = Path(directory)
     if weights:
+        head_state = None
+        if (
+            state_dict is not None
+        ):  # the head module's weights go to their own file, as an unsharded save does
+            state_dict, head_state = head_modules.split_state_dict(state_dict)
         with head_modules.detached(model):
             model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
-        head_modules.save(model, directory)
+        head_modules.save(model, directory, head_state)
     else:
         model.config.save_pretrained(directory)
     processor.save_pretrained(directory)

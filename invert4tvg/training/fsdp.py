@@ -60,9 +60,14 @@ def layers(model: nn.Module) -> list[nn.Module]:
     return vision + [m for m in found if m not in vision]
 
 
-def shard(model: nn.Module, accelerator) -> nn.Module:
-    """Shard ``model`` in place over all processes (one FSDP group per layer, the rest in the root group) and give
-    its forward the run's autocast. Returns the same module, now an ``FSDPModule`` with DTensor parameters."""
+def reads_weights(args, accelerator) -> bool:
+    """Whether this process reads the model's weights from disk: every process, except in a sharded run, where the
+    main process alone does; the others build the model on the meta device (``load_policy(..., meta=True)``) and
+    receive their shards from it in :func:`shard`, so the host holds one model, not one per process."""
+    return not enabled(args, accelerator) or accelerator.is_main_process
+
+
+def _fully_shard(model: nn.Module, accelerator) -> None:
     from torch.distributed.fsdp import fully_shard
 
     if not torch.distributed.is_initialized():
@@ -72,23 +77,87 @@ def shard(model: nn.Module, accelerator) -> nn.Module:
     for layer in layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=True)
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
-    # evaluation_mode: the autocast patch and device placement of ``prepare`` without its DDP wrapper.
+
+
+def shard(model: nn.Module, accelerator) -> nn.Module:
+    """Shard ``model`` in place over all processes (one FSDP group per layer, the rest in the root group) with the
+    main process's weights, and give its forward the run's autocast. Returns the same module, now an
+    ``FSDPModule`` with DTensor parameters.
+
+    Only the main process needs real weights: on the others ``model`` may live on the meta device. Every process
+    shards its copy, allocates its own shards on the training device, and the shards are filled from the main
+    process's tensors one parameter at a time (``set_model_state_dict(..., broadcast_from_rank0=True)``); buffers
+    (rotary ``inv_freq``, which no state dict holds) are broadcast with their dtype. The main process holds its full
+    model on the host until then, the others never do."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    main = torch.distributed.get_rank() == 0
+    state = (
+        model.state_dict() if main else {}
+    )  # the loaded tensors themselves, kept while the model is sharded
+    _fully_shard(model, accelerator)
+    if not main:
+        model.to_empty(device=accelerator.device)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, state, options=options)
+    del state
+    _broadcast_buffers(model, accelerator.device)
     return accelerator.prepare_model(model, evaluation_mode=True)
 
 
-def shard_reference(model: nn.Module, accelerator) -> nn.Module:
-    """The frozen reference sharded like the policy. Stored in the compute dtype: the policy's parameters are
-    all-gathered in that dtype anyway, so the two compute identically (KL = 0 at step 0) at half the memory.
-    Buffers (rotary ``inv_freq``) keep their dtype."""
-    import copy
+def _set_buffer(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    owner, _, attribute = name.rpartition(".")
+    model.get_submodule(owner)._buffers[attribute] = tensor
 
-    ref = copy.deepcopy(model).eval()
-    ref.requires_grad_(False)
+
+def _broadcast_buffers(model: nn.Module, device: torch.device) -> None:
+    """Every process's buffers become the main process's, in the main process's dtypes."""
+    import torch.distributed as dist
+
+    buffers = dict(model.named_buffers())
+    layout = [{n: (b.dtype, tuple(b.shape)) for n, b in buffers.items()}]
+    dist.broadcast_object_list(layout, src=0)
+    for name, (dtype, shape) in layout[0].items():
+        main = dist.get_rank() == 0
+        tensor = buffers[name].to(device) if main else torch.empty(shape, dtype=dtype, device=device)
+        dist.broadcast(tensor, src=0)
+        _set_buffer(model, name, tensor)
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model``'s modules with every parameter and buffer on the meta device (no memory, ties
+    kept): the skeleton :func:`shard_reference` builds the reference from. Taken before ``model`` is sharded."""
+    import copy
+    import itertools
+
+    memo: dict[int, torch.Tensor] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        empty = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = (
+            nn.Parameter(empty, requires_grad=False) if isinstance(tensor, nn.Parameter) else empty
+        )
+    return copy.deepcopy(model, memo).eval().requires_grad_(False)
+
+
+def shard_reference(skeleton: nn.Module, policy: nn.Module, accelerator) -> nn.Module:
+    """The frozen reference, sharded like the sharded ``policy``: ``skeleton`` (:func:`meta_copy` of the policy)
+    sharded the same way and stored in the compute dtype, each process filling its shards from its own shards of
+    the policy (no process holds more than its shards, nothing is communicated). The policy's parameters are
+    all-gathered in the compute dtype anyway, so both compute identically (KL = 0 at step 0) at half the memory.
+    Buffers (rotary ``inv_freq``) are the policy's, in its dtypes."""
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(accelerator.mixed_precision))
     if compute is not None:
-        for param in ref.parameters():
+        for param in skeleton.parameters():
             param.data = param.data.to(compute)
-    return shard(ref, accelerator)
+    _fully_shard(skeleton, accelerator)
+    skeleton.to_empty(device=accelerator.device)
+    source = dict(policy.named_parameters())
+    with torch.no_grad():
+        for name, param in skeleton.named_parameters():
+            param.to_local().copy_(source[name].to_local())
+        for name, buffer in policy.named_buffers():
+            _set_buffer(skeleton, name, buffer.clone())
+    return accelerator.prepare_model(skeleton, evaluation_mode=True)
 
 
 def _fsdp_modules(model: nn.Module) -> list[nn.Module]:

@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 
 from invert4tvg import __version__
 from invert4tvg.data.synthetic.actions import PAIRS
-from invert4tvg.data.synthetic.language import activity_query
+from invert4tvg.data.synthetic.language import ORDINALS, activity_query, ordinal_query
 from invert4tvg.data.synthetic.render import write_video
 from invert4tvg.data.synthetic.scene import plan_scene
 from invert4tvg.data.synthetic.synth_config import SynthConfig
 
-GENERATOR_VERSION = 2  # 2: *_activity.json, the wording and queries options
+GENERATOR_VERSION = 3  # 2: *_activity.json, the wording and queries options; 3: *_ordinal.json
 SPLITS = ("train", "val", "test")
 
 
@@ -75,6 +75,7 @@ def _make_video(job: tuple[int, int, SynthConfig, str]) -> dict[str, Any]:
             for q in scene.queries
         ],
         "activity": _activity(scene, seed, index),
+        "ordinal": _ordinal(scene, seed, index),
     }
 
 
@@ -89,6 +90,16 @@ def _activity(scene, seed: int, index: int) -> list[dict[str, Any]]:
         }
         for o in scene.objects
         if o.events
+    ]
+
+
+def _ordinal(scene, seed: int, index: int) -> list[dict[str, Any]]:
+    """One "when does X change for the k-th time" question per action (own RNG, as ``_activity``)."""
+    rng = np.random.default_rng([seed, index, 12])
+    return [
+        {"sentence": ordinal_query(o.colour, o.shape, k, rng), "start": e.start, "end": e.end}
+        for o in scene.objects
+        for k, e in enumerate(o.events[: len(ORDINALS)])
     ]
 
 
@@ -147,9 +158,10 @@ def generate_benchmark(
     splits = assign_splits(num_videos, seed, cfg.split)
     annotations: dict[str, dict[str, Any]] = {s: {} for s in SPLITS}
     activity: dict[str, dict[str, Any]] = {s: {} for s in SPLITS}
+    ordinal: dict[str, dict[str, Any]] = {s: {} for s in SPLITS}
     with open(out / "events.jsonl", "w") as fh:
         for video, split in zip(results, splits):
-            for table, key in ((annotations, "queries"), (activity, "activity")):
+            for table, key in ((annotations, "queries"), (activity, "activity"), (ordinal, "ordinal")):
                 if video[key] or key == "queries":
                     table[split][video["video_id"]] = {
                         "duration": video["duration"],
@@ -160,6 +172,7 @@ def generate_benchmark(
     for split in SPLITS:
         (out / f"{split}.json").write_text(json.dumps(annotations[split], indent=1) + "\n")
         (out / f"{split}_activity.json").write_text(json.dumps(activity[split], indent=1) + "\n")
+        (out / f"{split}_ordinal.json").write_text(json.dumps(ordinal[split], indent=1) + "\n")
 
     metadata = _metadata(results, splits, seed, cfg)
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
@@ -220,6 +233,8 @@ open/close), which look alike frame by frame and differ only in the direction of
   "sentences": [...]}}}}`, times in seconds.
 - `*_activity.json`: per split, one "the X changes" query per acting object whose span runs from its first
   action's start to its last action's end (a temporal question other than the benchmark's, for warm starts).
+- `*_ordinal.json`: per split, one "the X changes for the second time" query per action, its span that action's
+  (one action's boundaries without naming the action: the lookalike warm start's grounding question).
 - `events.jsonl`: every object and action with its span, and which actions each query names.
 - `metadata.json`: the full generator configuration and counts.
 

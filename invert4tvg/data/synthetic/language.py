@@ -176,6 +176,16 @@ def activity_query(colour: str, shape: str, rng: np.random.Generator) -> str:
     return _finish(f"{describe(colour, shape, rng)} changes", rng)
 
 
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
+
+
+def ordinal_query(colour: str, shape: str, k: int, rng: np.random.Generator) -> str:
+    """A third temporal question: when does the object change for the k-th time (0-based ``k``). A warm start
+    trained on it learns to find one action's boundaries without being told which action, so RL can learn which
+    action a benchmark query names from the IoU reward."""
+    return _finish(f"{describe(colour, shape, rng)} changes for the {ORDINALS[k]} time", rng)
+
+
 def _simple(action: str, past: bool, rng: np.random.Generator, wording: str = "varied") -> str:
     present, past_forms = WORDINGS[wording][action]
     options = past_forms if past else tuple(p for p in present if not p.startswith("is "))
