@@ -58,7 +58,7 @@ def test_compare_builds_the_warm_start_once_and_rebuilds_when_its_recipe_changes
     root = tmp_path / "compare"
     ensure_benchmark(root / "bench", 6, 0, "lookalike")
     small = {
-        "--grounding_annotations": "{bench}/train_activity.json",
+        "--grounding_annotations": "{bench}/train_ordinal.json",
         "--max_steps": "2",
         "--vision_pretrain_epochs": "1",
         "--eval_steps": "0",

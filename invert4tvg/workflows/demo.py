@@ -38,7 +38,7 @@ def ensure_benchmark(bench: Path, num_videos: int, seed: int, preset: str = "dem
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         same = (meta.get("num_videos"), meta.get("seed")) == (num_videos, seed)
-        same = same and (bench / "train_activity.json").exists()  # written since generator version 2
+        same = same and (bench / "train_ordinal.json").exists()  # written since generator version 3
         if same and SynthConfig.from_dict(meta.get("config", {})) == config:
             logger.info("synthetic benchmark: reusing %s", bench)
             return
