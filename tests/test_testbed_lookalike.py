@@ -90,3 +90,18 @@ def test_activity_annotations_span_each_objects_actions(bench):
     for video_id, entry in activity.items():
         assert entry["timestamps"] == spans[video_id]
         assert all(s.lower().rstrip(".").endswith("changes") for s in entry["sentences"])
+
+
+def test_ordinal_annotations_give_each_action_by_its_rank_never_its_verb(bench):
+    ordinal = json.loads((bench / "train_ordinal.json").read_text())
+    verbs = {"open", "close", "grow", "shrink", "rise", "fall", "advance", "retreat", "appear", "enter", "leave"}
+    with open(bench / "events.jsonl") as fh:
+        videos = [v for v in map(json.loads, fh) if v["split"] == "train"]
+    assert ordinal
+    for video in videos:
+        actions = [a for obj in video["objects"] for a in obj["actions"]]
+        entry = ordinal[video["video_id"]]
+        assert entry["timestamps"] == [[a["start"], a["end"]] for a in actions]
+        ranks = [s.lower().rstrip(".").split(" for the ")[1] for s in entry["sentences"]]
+        assert ranks == [f"{k} time" for k in ("first", "second", "third", "fourth")[: len(actions)]]
+        assert not any(verbs & set(s.lower().rstrip(".").split()) for s in entry["sentences"])
