@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from invert4tvg.eval.claims import claims_section, paper_claims
+from invert4tvg.eval.runner import VALIDATION_KEYS
 from invert4tvg.policy.tiny_qwen import build_tiny_model
 from invert4tvg.workflows.demo import REPO, _args, _evaluate, _paths, ensure_benchmark, load_recipe
 
@@ -106,8 +108,8 @@ def _launch(run: Run, command: list[str]) -> tuple[Run, int, float]:
 
 def warm_start_key(root: Path, testbed: Testbed, overrides: dict[str, str]) -> dict[str, str]:
     """What a warm start depends on: its recipe (config file and overrides), the benchmark it trains on, and the
-    code that builds it (every Python file of the package, the recipes and the rewards but the command line and
-    these workflows). A change to any of them builds it again."""
+    code that builds it (every Python file of the package, the recipes and the rewards, but the command line, these
+    workflows and evaluation, which only run or score it). A change to any of them builds it again."""
 
     code = hashlib.sha256()
     sources = sorted(
@@ -115,7 +117,7 @@ def warm_start_key(root: Path, testbed: Testbed, overrides: dict[str, str]) -> d
     )
     for path in sources:
         name = path.relative_to(REPO).as_posix()
-        if not name.startswith(("invert4tvg/commands/", "invert4tvg/workflows/")):  # they only run it
+        if not name.startswith(("invert4tvg/commands/", "invert4tvg/workflows/", "invert4tvg/eval/")):
             code.update(name.encode() + b"\0" + path.read_bytes())
     config = (REPO / "recipes" / "configs" / testbed.sft_config).read_text()
     recipe = json.dumps({"config": config, "overrides": overrides}, sort_keys=True)
@@ -215,5 +217,32 @@ def run_compare(
         title=f"Time-R1 vs Invert4TVG at laptop scale ({bed.preset} testbed)",
         references=references,
     )
-    logger.info("comparison finished in %.1f min: %s", (time.perf_counter() - started) / 60, report.markdown)
+    minutes = (time.perf_counter() - started) / 60
+    _add_claims(Path(report_dir), root, bed, minutes)
+    logger.info("comparison finished in %.1f min: %s", minutes, report.markdown)
     return Path(report.markdown)
+
+
+def _add_claims(report_dir: Path, root: Path, bed: Testbed, minutes: float) -> None:
+    """The paper's three claims with their CIs, appended to ``report.md`` and kept in ``summary.json`` with the
+    warm start's metrics, the number of test queries and the wall times."""
+    differences = report_dir / "differences.json"
+    claims = paper_claims(json.loads(differences.read_text())) if differences.exists() else []
+    warm = json.loads((root / "eval" / WARM_START / "metrics.json").read_text())
+    seconds = root / "sft" / "warm_start_seconds.txt"
+    summary_path = report_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary.update(
+        {
+            "testbed": bed.preset,
+            "test_queries": warm["counts"]["samples"],
+            "warm_start": {k: warm.get(k) for k in VALIDATION_KEYS},
+            "claims": claims,
+            "wall_time_minutes": round(minutes, 1),
+            "warm_start_minutes": round(float(seconds.read_text()) / 60, 1) if seconds.exists() else None,
+        }
+    )
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    if claims:
+        with (report_dir / "report.md").open("a") as fh:
+            fh.write("\n" + "\n".join(claims_section(claims)) + "\n")
