@@ -33,6 +33,11 @@ VARIANTS = {
 }
 
 
+def model_defaults(model_dir: str) -> dict:
+    """The ``ModelArguments`` fields every run here shares (a variant's own fields override them)."""
+    return {"model_name_or_path": model_dir, "freeze_vision_tower": False, "lora_dropout": 0.0}
+
+
 def completion_lengths(n: int) -> list[int]:
     """The first half of the global batch gets short completions, the second long ones: the token counts of the
     processes differ (what the dapo normaliser must gather)."""
@@ -83,10 +88,7 @@ def setup(
     )
     args = GRPOArguments(**{**options, **overrides})
     torch.manual_seed(0)
-    model_args = ModelArguments(
-        model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0, dtype=model_dtype,
-        **(model or {}),
-    )  # fmt: skip
+    model_args = ModelArguments(**{**model_defaults(model_dir), "dtype": model_dtype, **(model or {})})
     # As the recipe loads: under FSDP2 the main process reads the weights, the others build the model on meta.
     policy = load_policy(model_args, meta=not reads_weights(args, accelerator))
     records = load_records("tvg-json", Path(bench) / "train.json", video_dir=Path(bench) / "videos").records
@@ -152,9 +154,7 @@ def initial_weights(model_dir: str, model: dict | None = None) -> dict[str, torc
     from invert4tvg.policy.loading import load_policy
 
     torch.manual_seed(0)
-    args = ModelArguments(
-        model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0, **(model or {})
-    )
+    args = ModelArguments(**{**model_defaults(model_dir), **(model or {})})
     return {n: p.detach().clone() for n, p in load_policy(args).model.named_parameters()}
 
 
@@ -164,10 +164,7 @@ def save_warm_adapter(model_dir: str, out: str) -> str:
     from invert4tvg.policy.loading import load_policy
 
     torch.manual_seed(3)
-    args = ModelArguments(
-        model_name_or_path=model_dir, freeze_vision_tower=False, lora_dropout=0.0, **VARIANTS["lora"][0]
-    )
-    policy = load_policy(args)
+    policy = load_policy(ModelArguments(**{**model_defaults(model_dir), **VARIANTS["lora"][0]}))
     with torch.no_grad():
         for name, param in policy.model.named_parameters():
             if "lora_B" in name:
@@ -313,6 +310,13 @@ def fsdp_suite(model_dir: str, bench: str, out: str) -> None:
     buffers = {n: str(b.dtype) for n, b in trainer.ref_model.named_buffers()}
     policy_buffers = {n: str(b.dtype) for n, b in trainer.policy.model.named_buffers()}
     result = {"kl": step0_kl(trainer, rollouts), "buffers_match": buffers == policy_buffers}
+    # LoRA in bf16: the frozen base stored in bf16 and the fp32 adapters in the same FSDP groups.
+    trainer, rollouts, advantages, _ = setup(
+        model_dir, bench, f"{out}/bf16_lora", accelerator=accelerator, model_dtype="bfloat16",
+        model=VARIANTS["lora"][0], fsdp="full_shard",
+    )  # fmt: skip
+    result["lora_kl"] = step0_kl(trainer, rollouts)
+    result["lora_loss"] = trainer.optimise(trainer.prepare_batch(rollouts, advantages.values))["loss"]
     (Path(out) / f"bf16_{rank}.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()
 
