@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", default="docs/results/compare", help="where the report goes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--steps", type=int, default=150, help="GRPO steps per run (default: 150)")
+    parser.add_argument("--steps", type=int, default=300, help="GRPO steps per run (default: 300)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default: 2)")
     parser.add_argument(
         "--num-videos", type=int, default=None, help="benchmark size (default: the testbed's, 600)"

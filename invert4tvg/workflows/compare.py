@@ -171,7 +171,7 @@ def run_compare(
     report_dir: str | Path = "docs/results/compare",
     seeds: tuple[int, ...] = (0, 1, 2),
     settings: tuple[str, ...] = tuple(SETTINGS),
-    steps: int = 150,
+    steps: int = 300,
     jobs: int = 2,
     num_videos: int | None = None,
     testbed: str = "lookalike",
