@@ -142,7 +142,8 @@ def warm_start(root: Path, testbed: Testbed) -> Path:
         "--report_to": "none",
     }
     overrides.update({k: v.format(bench=root / "bench") for k, v in testbed.sft_overrides.items()})
-    key = warm_start_key(root, testbed, {k: v.replace(str(root), "ROOT") for k, v in overrides.items()})
+    portable = {k: v.replace(str(root), "ROOT").replace(str(REPO), "REPO") for k, v in overrides.items()}
+    key = warm_start_key(root, testbed, portable)  # the same in every clone and output folder
     cached = json.loads(key_file.read_text()) if key_file.exists() and final.exists() else None
     if cached == key:
         logger.info("warm start: reusing %s (same recipe, benchmark and code)", final)
@@ -210,6 +211,13 @@ def run_compare(
                 failed.append(run)
     if failed:
         raise RuntimeError(f"{len(failed)} runs failed: " + ", ".join(str(r.out) for r in failed))
+    summary = Path(report_dir) / "summary.json"
+    if (
+        not todo and summary.exists()
+    ):  # nothing trained now, the report is rebuilt: keep the training's wall time
+        minutes = json.loads(summary.read_text()).get("wall_time_minutes")
+    else:
+        minutes = None
     references = [WARM_START] + (["time_r1"] if "time_r1" in settings else [])
     report = build_report(
         [warm, *(r.out for r in runs)],
@@ -217,15 +225,16 @@ def run_compare(
         title=f"Time-R1 vs Invert4TVG at laptop scale ({bed.preset} testbed)",
         references=references,
     )
-    minutes = (time.perf_counter() - started) / 60
-    _add_claims(Path(report_dir), root, bed, minutes)
-    logger.info("comparison finished in %.1f min: %s", minutes, report.markdown)
+    elapsed = (time.perf_counter() - started) / 60
+    _add_claims(Path(report_dir), root, bed, elapsed if todo else minutes)
+    logger.info("comparison finished in %.1f min: %s", elapsed, report.markdown)
     return Path(report.markdown)
 
 
-def _add_claims(report_dir: Path, root: Path, bed: Testbed, minutes: float) -> None:
+def _add_claims(report_dir: Path, root: Path, bed: Testbed, minutes: float | None) -> None:
     """The paper's three claims with their CIs, appended to ``report.md`` and kept in ``summary.json`` with the
-    warm start's metrics, the number of test queries and the wall times."""
+    warm start's metrics, the number of test queries and the wall times (``minutes``: of the invocation that
+    trained the runs; None when unknown)."""
     differences = report_dir / "differences.json"
     claims = paper_claims(json.loads(differences.read_text())) if differences.exists() else []
     warm = json.loads((root / "eval" / WARM_START / "metrics.json").read_text())
@@ -238,7 +247,7 @@ def _add_claims(report_dir: Path, root: Path, bed: Testbed, minutes: float) -> N
             "test_queries": warm["counts"]["samples"],
             "warm_start": {k: warm.get(k) for k in VALIDATION_KEYS},
             "claims": claims,
-            "wall_time_minutes": round(minutes, 1),
+            "wall_time_minutes": round(minutes, 1) if minutes is not None else None,
             "warm_start_minutes": round(float(seconds.read_text()) / 60, 1) if seconds.exists() else None,
         }
     )
