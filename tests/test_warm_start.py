@@ -13,7 +13,7 @@ from invert4tvg.data.formats import load_records
 from invert4tvg.data.synthetic import SynthConfig, generate_benchmark
 from invert4tvg.policy.loading import load_policy
 from invert4tvg.sft.vision_pretrain import clip_labels, pretrain_vision_tower
-from invert4tvg.workflows.compare import Testbed, warm_start
+from invert4tvg.workflows import compare
 from invert4tvg.workflows.demo import ensure_benchmark
 
 
@@ -64,9 +64,9 @@ def test_compare_builds_the_warm_start_once_and_rebuilds_when_its_recipe_changes
         "--eval_steps": "0",
         "--per_device_train_batch_size": "4",
     }
-    bed = Testbed("lookalike", "sft_lookalike_cpu.yaml", "lookalike_cpu.yaml", sft_overrides=small)
+    bed = compare.Testbed("lookalike", "sft_lookalike_cpu.yaml", "lookalike_cpu.yaml", sft_overrides=small)
     caplog.set_level(logging.INFO, logger="invert4tvg.workflows.compare")
-    evaluation = warm_start(root, bed)
+    evaluation = compare.warm_start(root, bed)
     weights = root / "sft" / "final" / "model.safetensors"
     built = weights.stat().st_mtime_ns
     key = json.loads((root / "sft" / "warm_start_key.json").read_text())
@@ -76,14 +76,16 @@ def test_compare_builds_the_warm_start_once_and_rebuilds_when_its_recipe_changes
     assert set(metadata["vision_pretraining"]) >= {"train/action", "train/object", "val/action"}
 
     caplog.clear()
-    assert warm_start(root, bed) == evaluation
+    assert compare.warm_start(root, bed) == evaluation
     assert weights.stat().st_mtime_ns == built  # reused, not retrained
     assert "reusing" in caplog.text
 
     caplog.clear()
-    warm_start(
+    compare.warm_start(
         root,
-        Testbed("lookalike", bed.sft_config, bed.grpo_config, sft_overrides={**small, "--max_steps": "3"}),
+        compare.Testbed(
+            "lookalike", bed.sft_config, bed.grpo_config, sft_overrides={**small, "--max_steps": "3"}
+        ),
     )
     assert weights.stat().st_mtime_ns != built
     assert "the recipe changed" in caplog.text

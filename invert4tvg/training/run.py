@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -105,12 +104,11 @@ class TrainingRun:
     def finish(self, lines: Sequence[str]) -> None:
         """Print the closing lines and close the trackers."""
         self.say(lines)
+        # accelerate's end_training destroys the process group; a process that leaves while another still writes
+        # final/ can abort in gloo's teardown ("terminate called without an active exception", SIGABRT), so the
+        # processes first meet here.
+        self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
-        # The processes leave together, their process group closed: one exiting with gloo's worker threads alive can
-        # abort ("terminate called without an active exception", SIGABRT) while another still writes final/.
-        if torch.distributed.is_initialized():
-            self.accelerator.wait_for_everyone()
-            torch.distributed.destroy_process_group()
 
 
 def run_script(main: Callable[[list[str]], Any]) -> None:
