@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     cache = frame_cache(data_args)
     vision = {}
-    if args.vision_pretrain_epochs:  # stage 1: a random vision tower learns to see first (docs/training.md)
+    # Stage 1: a random vision tower learns to see first (docs/training.md). Under FSDP2 only the main process holds
+    # weights: it trains the tower alone, and sharding hands its weights to the others.
+    if args.vision_pretrain_epochs and not meta:
         vision = pretrain_vision_tower(
             policy.model,
             policy.processor,

@@ -249,7 +249,8 @@ def test_fsdp2_sft_trains_the_weights_ddp_trains(tiny_model_dir, tiny_bench, tmp
         "--save_steps",
         "2",
     ]
-    common += ["--report_to", "none"]
+    # Stage 1 too: under FSDP2 the main process trains the tower alone and sharding hands the weights on.
+    common += ["--report_to", "none", "--vision_pretrain_epochs", "1"]
     torchrun(2, "sft", *common, "--output_dir", str(tmp_path / "ddp"))
     torchrun(2, "sft", *common, "--output_dir", str(tmp_path / "fsdp"), "--fsdp", "full_shard")
     assert (tmp_path / "fsdp/checkpoints/step_2/sharded/.metadata").is_file()

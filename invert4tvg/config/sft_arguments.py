@@ -38,14 +38,14 @@ class SFTArguments(TrainingArguments):
     vision_pretrain_epochs: int = field(
         default=0,
         metadata={
-            "help": "Epochs of clip-level recognition (the query's action verb and object) on the training clips "
-            "before SFT, through get_video_features with read-outs that are dropped afterwards "
-            "(docs/training.md). 0: no stage 1 (a pretrained VLM's tower needs none)."
+            "help": "Epochs of clip-level action recognition (the query's action verb, read out from every video "
+            "token) on the training clips before SFT, through get_video_features with a read-out that is dropped "
+            "afterwards (docs/training.md). 0: no stage 1 (a pretrained VLM's tower needs none)."
         },
     )
     vision_pretrain_learning_rate: float = field(
         default=1e-3,
-        metadata={"help": "Stage 1's AdamW learning rate for the vision tower (read-outs: 10x)."},
+        metadata={"help": "Stage 1's AdamW learning rate for the vision tower (the read-out: 10x)."},
     )
     vision_pretrain_batch_size: int = field(default=32, metadata={"help": "Clips per stage-1 step."})
 

@@ -134,9 +134,8 @@ def _pretrained(path: str | Path, kwargs: dict[str, Any], meta: bool) -> torch.n
     options = {k: v for k, v in kwargs.items() if k != "use_safetensors"}
     with torch.device("meta"):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, **options)
-    with contextlib.suppress(
-        OSError
-    ):  # a model saved without generation_config.json keeps the config's defaults
+    # A model saved without generation_config.json keeps the config's defaults.
+    with contextlib.suppress(OSError):
         model.generation_config = GenerationConfig.from_pretrained(path)
     return model
 

@@ -31,9 +31,8 @@ def save(
     directory = Path(directory)
     if weights:
         head_state = None
-        if (
-            state_dict is not None
-        ):  # the head module's weights go to their own file, as an unsharded save does
+        # The head module's weights go to their own file, as an unsharded save does.
+        if state_dict is not None:
             state_dict, head_state = head_modules.split_state_dict(state_dict)
         with head_modules.detached(model):
             model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)

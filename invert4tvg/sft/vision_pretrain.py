@@ -188,6 +188,8 @@ def pretrain_vision_tower(
                 _accuracy(model, readout, val, 64),
             )
             model.train()
+    # No gradient of stage 1 may reach SFT's first step.
+    optimizer.zero_grad(set_to_none=True)
     model.eval()
     results = {"train/action": _accuracy(model, readout, clips, 64)}
     if val is not None:

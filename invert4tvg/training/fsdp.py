@@ -92,9 +92,8 @@ def shard(model: nn.Module, accelerator) -> nn.Module:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     main = torch.distributed.get_rank() == 0
-    state = (
-        model.state_dict() if main else {}
-    )  # the loaded tensors themselves, kept while the model is sharded
+    # The loaded tensors themselves, kept while the model is sharded.
+    state = model.state_dict() if main else {}
     _fully_shard(model, accelerator)
     if not main:
         model.to_empty(device=accelerator.device)
