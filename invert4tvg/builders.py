@@ -14,6 +14,7 @@ from invert4tvg.config import DataArguments, GRPOArguments, ModelArguments, Task
 from invert4tvg.data.cache import FrameCache
 from invert4tvg.data.formats import DataError, load_records
 from invert4tvg.data.records import GroundingRecord
+from invert4tvg.errors import MissingFileError
 from invert4tvg.grpo.reward_set import RewardSet
 from invert4tvg.policy.base import Policy
 from invert4tvg.rollout.base import RolloutEngine
@@ -103,7 +104,7 @@ def load_templates(tasks: TaskArguments, policy: Policy | None = None) -> Prompt
     if tasks.prompt_templates:
         path = Path(tasks.prompt_templates)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"prompt_templates file {path} not found (relative paths are read from {Path.cwd()}); "
                 "give an absolute path or run from the directory the config expects"
             )

@@ -19,6 +19,10 @@ class UserError(Exception):
     """An expected mistake in the input; its message names the file, field, flag or sample and what to do."""
 
 
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the configuration or command line names does not exist."""
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """``; did you mean `x`?`` naming the closest of ``known``, or "" when none is close."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)

@@ -72,6 +72,15 @@ def test_a_missing_local_model_is_named(tmp_path):
         load_policy(ModelArguments(model_name_or_path="runs/nowhere/final"))
 
 
+def test_eval_names_an_unknown_task_in_one_line():
+    done = cli("eval", "--model", "runs/nowhere/final", "--tasks", "vc,tvg")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "invert4tvg eval: error: --tasks: unknown task 'tvg' (choose from vc, ar, vd, comma-separated; '' for "
+        "grounding only)"
+    ]
+
+
 def test_flash_attention_falls_back_to_sdpa_without_flash_attn(caplog):
     pytest.importorskip("torch")
     import importlib.util

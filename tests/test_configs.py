@@ -80,9 +80,13 @@ def test_tiny_configs_use_the_short_prompts(name, monkeypatch):
 def test_missing_prompt_file_names_the_path(tmp_path, monkeypatch):
     from invert4tvg.builders import load_templates
 
+    from invert4tvg.errors import UserError
+
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"recipes/configs/prompts/tiny\.yaml"):
+    # a UserError: `invert4tvg eval` run from the wrong directory prints this one line, not a traceback
+    with pytest.raises(UserError, match=r"recipes/configs/prompts/tiny\.yaml") as missing:
         load_templates(TaskArguments(prompt_templates="recipes/configs/prompts/tiny.yaml"))
+    assert isinstance(missing.value, FileNotFoundError)
 
 
 def test_unknown_invert_sft_task_is_a_config_error():

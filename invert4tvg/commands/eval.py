@@ -85,12 +85,21 @@ def run(args: argparse.Namespace) -> int:
 
     from invert4tvg.builders import build_engine, frame_cache, load_split, load_templates
     from invert4tvg.config import DataArguments, ModelArguments, TaskArguments, parse_config
+    from invert4tvg.errors import UserError, did_you_mean
     from invert4tvg.eval import settings
     from invert4tvg.eval.metrics import summary_line
     from invert4tvg.eval.runner import evaluate
     from invert4tvg.policy.loading import load_policy
+    from invert4tvg.tasks import INVERSION_TASKS
     from rewards import nlp
 
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = [t for t in tasks if t not in INVERSION_TASKS]
+    if unknown:
+        raise UserError(
+            f"--tasks: unknown task {unknown[0]!r}{did_you_mean(unknown[0], INVERSION_TASKS)} (choose from "
+            f"{', '.join(INVERSION_TASKS)}, comma-separated; '' for grounding only)"
+        )
     argv = ["--config", args.config] if args.config else []
     model_args, data_args, task_args = parse_config(
         (ModelArguments, DataArguments, TaskArguments), argv, ignore_unknown=True
@@ -139,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             out,
             video_sampling=data_args.sampling(),
             templates=load_templates(task_args, policy),
-            action_tasks=[t for t in args.tasks.split(",") if t],
+            action_tasks=tasks,
             temperature=args.temperature,
             max_tokens=args.max_new_tokens or config.get("max_completion_length") or 1024,
             strict=args.strict,
