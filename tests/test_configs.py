@@ -79,7 +79,6 @@ def test_tiny_configs_use_the_short_prompts(name, monkeypatch):
 
 def test_missing_prompt_file_names_the_path(tmp_path, monkeypatch):
     from invert4tvg.builders import load_templates
-
     from invert4tvg.errors import UserError
 
     monkeypatch.chdir(tmp_path)
